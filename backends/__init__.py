@@ -1,0 +1,1 @@
+"""Built-in backends; each folder registers itself through the ``polyrlm`` hook."""

@@ -1,0 +1,221 @@
+"""``python-inline``: the model's code runs in this very process.
+
+Fast (no process boundary: an exec costs microseconds) and **not isolated**:
+the code can read the host's memory, files and credentials. Use it for
+trusted models and for research; use ``python`` (a Jupyter kernel) or
+``wasm`` otherwise. The per-exec timeout is best effort: it interrupts
+Python code, not a long call inside C (the core then abandons the thread
+and starts a fresh namespace).
+"""
+
+from __future__ import annotations
+
+import ast
+import ctypes
+import linecache
+import threading
+import time
+import traceback
+from itertools import count
+from typing import Any, ClassVar
+
+from polyrlm.backends.python.capture import capture
+from polyrlm.backends.python.guide import python_guide
+from polyrlm.contexts import load_python_context
+from polyrlm.environment import ContractSnippets, Environment, SubCallFailure, plain_answer
+from polyrlm.errors import SubCallError
+from polyrlm.records import ExecResult, State, VarInfo
+
+__all__ = ["PYTHON_CONTRACT", "InlinePythonEnvironment"]
+
+PYTHON_CONTRACT = ContractSnippets(
+    print_hello="print('hello')",
+    set_var="x = 41",
+    read_var="print(x + 1)",
+    context_length="print(len(context))",
+    set_answer="answer['content'] = '42'\nanswer['ready'] = True",
+    fail="raise ValueError('boom')",
+    llm_query="print(llm_query('ping'))",
+    llm_batch="print(','.join(llm_batch(['a', 'b', 'c'])))",
+    loop_forever="while True:\n    pass",
+    flood="for _ in range(10_000):\n    print('x' * 1_000)",
+)
+
+_PROVIDED = ("llm_query", "llm_batch", "rlm_query", "rlm_batch", "FINAL", "SubCallFailure")
+
+
+class ExecTimeout(BaseException):
+    """Raised inside the running cell when its time is up. A BaseException so
+    that the model's own ``except Exception`` does not swallow it."""
+
+
+def _interrupt(thread_id: int) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(ExecTimeout)
+    )
+
+
+def _clear_interrupt(thread_id: int) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+
+
+def _context_hint(context: Any) -> str:
+    if isinstance(context, str):
+        return f"a str of {len(context):,} characters"
+    if isinstance(context, dict):
+        return "a dict of named contexts, each also a variable of its own name"
+    if isinstance(context, list):
+        return f"a list of {len(context):,} documents"
+    if hasattr(context, "columns"):
+        return f"a pandas DataFrame of {len(context):,} rows"
+    return f"a {type(context).__name__}"
+
+
+class InlinePythonEnvironment(Environment):
+    """A persistent namespace in the host process."""
+
+    name: ClassVar[str] = "python-inline"
+    language: ClassVar[str] = "python"
+    fence_tags: ClassVar[tuple[str, ...]] = ("python", "py", "repl")
+    sandboxed: ClassVar[bool] = False
+    contract: ClassVar[ContractSnippets] = PYTHON_CONTRACT
+
+    _cells = count(1)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ns: dict[str, Any] = {}
+        self._context: Any = ""
+        self._reset()
+
+    def _reset(self) -> None:
+        answer: dict[str, Any] = {"content": "", "ready": False}
+
+        def final(value: Any) -> Any:
+            answer["content"] = value
+            answer["ready"] = True
+            return value
+
+        def llm_query(prompt: str, model: str | None = None) -> str:
+            return self.subcalls.llm_query(prompt, model)
+
+        def llm_batch(prompts: list[str], model: str | None = None) -> list[str]:
+            return self.subcalls.llm_batch(list(prompts), model)
+
+        def rlm_query(prompt: str, context: Any = None) -> str:
+            return self.subcalls.rlm_query(prompt, context)
+
+        def rlm_batch(prompts: list[str], contexts: list[Any] | None = None) -> list[str]:
+            return self.subcalls.rlm_batch(list(prompts), contexts)
+
+        self.ns.clear()
+        self.ns.update(
+            __name__="__main__",
+            answer=answer,
+            FINAL=final,
+            llm_query=llm_query,
+            llm_batch=llm_batch,
+            rlm_query=rlm_query,
+            rlm_batch=rlm_batch,
+            SubCallFailure=SubCallFailure,
+            SubCallError=SubCallError,
+        )
+
+    def load_context(self, context: Any) -> None:
+        value = load_python_context(context)
+        self._context = value
+        self.ns["context"] = value
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key.isidentifier() and key not in self.ns:
+                    self.ns[key] = item
+
+    def _compile(self, code: str) -> tuple[Any, Any]:
+        name = f"<cell-{next(self._cells)}>"
+        linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+        tree = ast.parse(code, name)
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        body = compile(tree, name, "exec")
+        return body, compile(last, name, "eval") if last is not None else None
+
+    def execute(self, code: str) -> ExecResult:
+        started = time.perf_counter()
+        error: str | None = None
+        timed_out = False
+        tid = threading.get_ident()
+        lock = threading.Lock()
+        finished = False
+
+        def on_timeout() -> None:
+            with lock:
+                if not finished:
+                    _interrupt(tid)
+
+        timer = threading.Timer(self.config.exec_timeout_s, on_timeout)
+        with capture(self.config.capture_limit_chars) as sink:
+            try:
+                timer.start()
+                try:
+                    body, last = self._compile(code)
+                    exec(body, self.ns)
+                    if last is not None:
+                        value = eval(last, self.ns)
+                        if value is not None:
+                            print(repr(value))
+                finally:
+                    with lock:
+                        finished = True
+                        timer.cancel()
+                        _clear_interrupt(tid)
+            except ExecTimeout:
+                timed_out = True
+                error = (
+                    f"TimeoutError: the block ran longer than {self.config.exec_timeout_s:g} s "
+                    "and was interrupted; variables set before that are kept"
+                )
+            except SyntaxError as exc:
+                error = "".join(traceback.format_exception_only(exc)).rstrip()
+            except BaseException as exc:  # the model's error, reported to it
+                tb = exc.__traceback__.tb_next if exc.__traceback__ else None  # skip our frame
+                error = "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+        answer = self.ns.get("answer")
+        if not isinstance(answer, dict):
+            answer = {}
+        ready = bool(answer.get("ready"))
+        return ExecResult(
+            output=sink.getvalue(),
+            error=error,
+            truncated_chars=sink.dropped,
+            duration_s=time.perf_counter() - started,
+            answer_ready=ready,
+            answer=plain_answer(answer.get("content")) if ready else None,
+            timed_out=timed_out,
+        )
+
+    def read_state(self) -> State:
+        hidden = set(_PROVIDED) | {"SubCallError", "answer", "__name__", "__builtins__"}
+        variables = []
+        for key, value in self.ns.items():
+            if key in hidden or key.startswith("_") or type(value).__name__ == "module":
+                continue
+            try:
+                size = len(value)
+            except Exception:
+                size = None
+            variables.append(VarInfo(name=key, type=type(value).__name__, size=size))
+        answer = self.ns.get("answer")
+        ok = isinstance(answer, dict)
+        return State(
+            variables=tuple(variables),
+            answer=plain_answer(answer.get("content")) if ok else None,
+            answer_ready=ok and bool(answer.get("ready")),
+        )
+
+    def prompt_guide(self) -> str:
+        return python_guide(
+            flavour="in-process, not sandboxed",
+            context_hint=_context_hint(self._context),
+            imports="The Python standard library is importable, and whatever the host has.\n",
+        )

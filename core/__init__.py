@@ -1,0 +1,74 @@
+"""polyrlm: Recursive Language Models over pluggable environments.
+
+The long input (the context) lives in an environment (a Python namespace or
+kernel, a DuckDB database, a Bash shell, a WebAssembly sandbox); the root
+model writes code there, hands pieces to sub-models or child RLMs, and sets
+its answer inside the environment.
+"""
+
+import polyrlm.events  # noqa: F401  (resolves Result.trajectory)
+from polyrlm.environment import (
+    ContractSnippets,
+    EnvConfig,
+    Environment,
+    SubCallFailure,
+    SubCalls,
+)
+from polyrlm.errors import (
+    BackendUnavailable,
+    BudgetExhausted,
+    ConfigError,
+    FatalError,
+    ModelCallFailed,
+    PolyrlmError,
+    PromptTooLong,
+    SubCallError,
+    UnknownBackend,
+)
+from polyrlm.hookspecs import hookimpl
+from polyrlm.records import (
+    Budget,
+    ExecResult,
+    Result,
+    Role,
+    State,
+    StopReason,
+    Tally,
+    Usage,
+    VarInfo,
+)
+from polyrlm.registry import BackendSpec, get_registry
+from polyrlm.rlm import RLM
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RLM",
+    "BackendSpec",
+    "BackendUnavailable",
+    "Budget",
+    "BudgetExhausted",
+    "ConfigError",
+    "ContractSnippets",
+    "EnvConfig",
+    "Environment",
+    "ExecResult",
+    "FatalError",
+    "ModelCallFailed",
+    "PolyrlmError",
+    "PromptTooLong",
+    "Result",
+    "Role",
+    "State",
+    "StopReason",
+    "SubCallError",
+    "SubCallFailure",
+    "SubCalls",
+    "Tally",
+    "UnknownBackend",
+    "Usage",
+    "VarInfo",
+    "__version__",
+    "get_registry",
+    "hookimpl",
+]

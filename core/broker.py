@@ -1,0 +1,247 @@
+"""The broker: every model call, root or sub, goes through here.
+
+One broker per recursion tree. It owns the concurrency limit, retries with
+backoff (tenacity) on rate limits, 5xx, timeouts and broken connections,
+the prompt-size guard, the optional response cache, usage and cost (through
+litellm's cost map), and reports every call to the ledger and as an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from polyrlm.cache import ResponseCache, request_digest
+from polyrlm.config import (
+    CALL_TIMEOUT_S,
+    DEFAULT_MAX_CONCURRENCY,
+    RETRY_ATTEMPTS,
+    RETRY_INITIAL_WAIT_S,
+    RETRY_MAX_WAIT_S,
+)
+from polyrlm.environment import SubCallFailure
+from polyrlm.errors import BudgetExhausted, ModelCallFailed, PromptTooLong, SubCallError
+from polyrlm.events import Event, ModelCalled
+from polyrlm.ledger import Ledger
+from polyrlm.records import Role
+
+__all__ = ["Broker", "litellm_module"]
+
+Messages = list[dict[str, Any]]
+
+
+def litellm_module() -> Any:
+    """Import litellm on first use: it takes seconds, and the CLI's
+    `backends` listing or a replay should not pay for it."""
+    import litellm
+
+    litellm.suppress_debug_info = True  # no "Provider List" banners on stdout
+    return litellm
+
+
+def _retryable() -> tuple[type[BaseException], ...]:
+    lm = litellm_module()
+    return (
+        lm.RateLimitError,
+        lm.InternalServerError,
+        lm.ServiceUnavailableError,
+        lm.BadGatewayError,
+        lm.Timeout,
+        lm.APIConnectionError,
+    )
+
+
+class Broker:
+    """Sends model calls through ``litellm.acompletion`` under one budget."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        emit: Callable[[Event], None],
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        cache: ResponseCache | None = None,
+        retry_attempts: int = RETRY_ATTEMPTS,
+        retry_initial_wait_s: float = RETRY_INITIAL_WAIT_S,
+        call_timeout_s: float = CALL_TIMEOUT_S,
+        windows: Mapping[str, int] | None = None,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self.ledger = ledger
+        self.emit = emit
+        self.max_concurrency = max_concurrency
+        self.cache = cache
+        self.retry_attempts = retry_attempts
+        self.retry_initial_wait_s = retry_initial_wait_s
+        self.call_timeout_s = call_timeout_s
+        self._windows: dict[str, int | None] = dict(windows or {})
+        self._unpriced: set[str] = set()
+        self._ids = itertools.count(1)
+        self._sem: asyncio.Semaphore | None = None
+        self._lm = litellm_module()
+        self._retry_on = _retryable()
+
+    def window(self, model: str) -> int | None:
+        """Input tokens ``model`` accepts, from the overrides or litellm's map."""
+        if model not in self._windows:
+            try:
+                info = self._lm.get_model_info(model)
+                self._windows[model] = info.get("max_input_tokens") or info.get("max_tokens")
+            except Exception:  # unmapped model: no guard rather than a crash
+                self._windows[model] = None
+        return self._windows[model]
+
+    def _guard(self, model: str, messages: Messages) -> None:
+        window = self.window(model)
+        if window is None:
+            return
+        chars = sum(len(str(m.get("content") or "")) for m in messages)
+        if chars <= window:  # a token is at least one character: no need to count
+            return
+        tokens = int(self._lm.token_counter(model=model, messages=messages))
+        if tokens > window:
+            raise PromptTooLong(
+                f"prompt of {tokens} tokens ({chars} characters) exceeds the {window}-token "
+                f"window of {model}; it was not sent. Split it into pieces of at most about "
+                f"{window * 3} characters."
+            )
+
+    def _cost(self, model: str, response: Any) -> float | None:
+        if model in self._unpriced:
+            return None
+        try:
+            return float(self._lm.completion_cost(completion_response=response))
+        except Exception:  # unmapped model: cost unknown, not a crash
+            self._unpriced.add(model)
+            return None
+
+    async def call(
+        self,
+        messages: Messages,
+        *,
+        model: str,
+        role: Role,
+        depth: int,
+        run_id: str,
+        exec_id: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> str:
+        """One model call; returns the reply text.
+
+        Raises :class:`PromptTooLong` or :class:`SubCallError` (nothing sent),
+        :class:`BudgetExhausted` (nothing sent), :class:`ModelCallFailed`.
+        """
+        opts = dict(options or {})
+        self._guard(model, messages)
+        digest = request_digest(model, messages, opts)
+        call_id = f"c{next(self._ids)}"
+        shown = str(messages[-1].get("content") or "") if messages else ""
+
+        def report(text: str | None, pt: int = 0, ct: int = 0, **extra: Any) -> None:
+            self.emit(
+                ModelCalled(
+                    run_id=run_id,
+                    call_id=call_id,
+                    exec_id=exec_id,
+                    role=role,
+                    depth=depth,
+                    model=model,
+                    prompt=shown,
+                    request_digest=digest,
+                    response=text,
+                    prompt_tokens=pt,
+                    completion_tokens=ct,
+                    **extra,
+                )
+            )
+
+        cached = self.cache.get(digest) if self.cache is not None else None
+        if cached is not None:
+            self.ledger.check_depth(depth)
+            self.ledger.record(role, depth, cost_usd=0.0, cached=True)
+            report(cached[0], cached[1], cached[2], cost_usd=0.0, cached=True)
+            return cached[0]
+
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.max_concurrency)
+        started = time.perf_counter()
+        reserved = False
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.retry_attempts),
+                wait=wait_exponential_jitter(self.retry_initial_wait_s, RETRY_MAX_WAIT_S),
+                retry=retry_if_exception_type(self._retry_on),
+                reraise=True,
+            ):
+                with attempt:
+                    async with self._sem:  # held per attempt, released during backoff
+                        if not reserved:
+                            self.ledger.reserve_call(depth)
+                            reserved = True
+                            started = time.perf_counter()
+                        response = await self._lm.acompletion(
+                            model=model,
+                            messages=messages,
+                            timeout=self.call_timeout_s,
+                            max_retries=0,  # retries are ours, not the SDK's
+                            **opts,
+                        )
+        except (BudgetExhausted, SubCallError):
+            raise
+        except Exception as exc:
+            error = f"{model}: {type(exc).__name__}: {exc}"
+            if reserved:
+                self.ledger.record(role, depth, failed=True)
+            report(None, latency_s=time.perf_counter() - started, error=error)
+            raise ModelCallFailed(error) from exc
+        latency = time.perf_counter() - started
+        text = response.choices[0].message.content or ""
+        usage = getattr(response, "usage", None)
+        pt = int(getattr(usage, "prompt_tokens", 0) or 0)
+        ct = int(getattr(usage, "completion_tokens", 0) or 0)
+        cost = self._cost(model, response)
+        self.ledger.record(role, depth, prompt_tokens=pt, completion_tokens=ct, cost_usd=cost)
+        report(text, pt, ct, cost_usd=cost, latency_s=latency)
+        if self.cache is not None:
+            self.cache.put(digest, (text, pt, ct))
+        return str(text)
+
+    async def batch(
+        self,
+        prompts: Sequence[str],
+        *,
+        model: str,
+        depth: int,
+        run_id: str,
+        exec_id: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> list[str]:
+        """Concurrent sub-calls in input order; a failed item becomes a
+        :class:`SubCallFailure` and the others are unharmed."""
+
+        async def one(prompt: str) -> str:
+            try:
+                return await self.call(
+                    [{"role": "user", "content": str(prompt)}],
+                    model=model,
+                    role=Role.SUB,
+                    depth=depth,
+                    run_id=run_id,
+                    exec_id=exec_id,
+                    options=options,
+                )
+            except (SubCallError, BudgetExhausted, ModelCallFailed) as exc:
+                return SubCallFailure(str(exc))
+
+        return list(await asyncio.gather(*(one(p) for p in prompts)))

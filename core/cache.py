@@ -1,0 +1,49 @@
+"""The opt-in on-disk response cache (diskcache), keyed by the whole request."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CachedReply", "ResponseCache", "request_digest"]
+
+#: Bytes the cache may occupy on disk before diskcache evicts old entries.
+CACHE_SIZE_LIMIT_BYTES = 2 * 1024**3
+
+
+def request_digest(model: str, messages: list[dict[str, Any]], options: dict[str, Any]) -> str:
+    """sha256 of everything that decides a reply (model, messages, options)."""
+    blob = json.dumps(
+        {"model": model, "messages": messages, "options": options},
+        sort_keys=True,
+        default=str,
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+CachedReply = tuple[str, int, int]  # text, prompt tokens, completion tokens
+
+
+class ResponseCache:
+    """Replies stored on disk by request digest. Safe across processes."""
+
+    def __init__(self, directory: str | Path) -> None:
+        import diskcache  # lazy: only users of the cache pay for it
+
+        self.directory = Path(directory).expanduser()
+        self._cache = diskcache.Cache(str(self.directory), size_limit=CACHE_SIZE_LIMIT_BYTES)
+
+    def get(self, digest: str) -> CachedReply | None:
+        value = self._cache.get(digest)
+        if isinstance(value, tuple) and len(value) == 3:
+            return (str(value[0]), int(value[1]), int(value[2]))
+        return None
+
+    def put(self, digest: str, reply: CachedReply) -> None:
+        self._cache.set(digest, tuple(reply))
+
+    def close(self) -> None:
+        self._cache.close()

@@ -1,0 +1,158 @@
+"""The REPL protocol: what every environment (backend) provides.
+
+An environment holds the context, runs the root model's code, and keeps
+state (variables, tables, files) between executions. The core never looks
+inside; it calls the small ABC below. Sub-model calls reach the host through
+the :class:`SubCalls` object given at construction (plain callables for
+in-process environments; a bridge for out-of-process ones).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, ClassVar, Protocol, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from polyrlm.config import CAPTURE_LIMIT_CHARS, EXEC_TIMEOUT_S
+from polyrlm.records import ExecResult, State
+
+__all__ = [
+    "ContractSnippets",
+    "EnvConfig",
+    "Environment",
+    "SubCallFailure",
+    "SubCalls",
+    "plain_answer",
+]
+
+
+def plain_answer(value: Any) -> Any:
+    """The answer as JSON-able data: str, numbers, bools, None, lists and
+    dicts of those are kept; anything else becomes its ``str``."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return [plain_answer(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain_answer(v) for k, v in value.items()}
+    return str(value)
+
+
+class SubCallFailure(str):
+    """A failed item of a batch: a string (so aggregation code does not
+    crash) that starts with ``[sub-call failed: ...]``; ``.error`` holds the
+    reason. ``isinstance(x, SubCallFailure)`` tells it from an answer."""
+
+    error: str
+
+    def __new__(cls, error: str) -> SubCallFailure:
+        self = super().__new__(cls, f"[sub-call failed: {error}]")
+        self.error = error
+        return self
+
+
+class SubCalls(Protocol):
+    """The host functions an environment offers its code. Thread-safe and
+    blocking: call them from the thread that runs the code."""
+
+    def llm_query(self, prompt: str, model: str | None = None) -> str:
+        """One sub-model call; raises :class:`~polyrlm.errors.SubCallError`."""
+        ...
+
+    def llm_batch(self, prompts: Sequence[str], model: str | None = None) -> list[str]:
+        """Concurrent sub-model calls, in input order; failures per item."""
+        ...
+
+    def rlm_query(self, prompt: str, context: Any = None) -> str:
+        """A child RLM (or a sub-model call at the depth limit)."""
+        ...
+
+    def rlm_batch(self, prompts: Sequence[str], contexts: Sequence[Any] | None = None) -> list[str]:
+        """Concurrent child RLMs, in input order; failures per item."""
+        ...
+
+
+class EnvConfig(BaseModel):
+    """Options every environment takes; a backend's ``Config`` extends it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    exec_timeout_s: float = Field(EXEC_TIMEOUT_S, gt=0, description="Seconds per execution.")
+    capture_limit_chars: int = Field(
+        CAPTURE_LIMIT_CHARS, ge=1_000, description="Output characters kept per execution."
+    )
+
+
+class ContractSnippets(BaseModel):
+    """Code in the backend's language that the contract suite runs.
+
+    Each snippet's expected effect is in its field description.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    print_hello: str = Field(description="Prints exactly: hello")
+    set_var: str = Field(description="Stores the number 41 in a variable named x.")
+    read_var: str = Field(description="Prints x + 1 (42).")
+    context_length: str = Field(description="Prints the length in characters of a text context.")
+    set_answer: str = Field(description="Sets the answer to the text 42 and marks it ready.")
+    fail: str = Field(description="Fails with an error that mentions: boom")
+    llm_query: str = Field(description="Prints the sub-model's reply to the prompt: ping")
+    llm_batch: str = Field(description="Prints the replies to [a, b, c] joined by commas.")
+    loop_forever: str = Field(description="Never ends on its own.")
+    flood: str = Field(description="Prints about ten million characters.")
+
+
+class Environment(abc.ABC):
+    """A persistent REPL in one language. Use it as a context manager."""
+
+    #: Registry name, e.g. ``"python"``.
+    name: ClassVar[str]
+    #: Language of the code it runs, e.g. ``"python"``.
+    language: ClassVar[str]
+    #: Fence info strings whose blocks it runs, e.g. ``("python", "repl")``.
+    fence_tags: ClassVar[tuple[str, ...]]
+    #: True when the code cannot reach the host (its files, memory, secrets).
+    sandboxed: ClassVar[bool]
+    #: Snippets for the contract test suite.
+    contract: ClassVar[ContractSnippets]
+
+    class Config(EnvConfig):
+        """Options of this backend."""
+
+    def __init__(self, subcalls: SubCalls, config: EnvConfig | None = None) -> None:
+        self.subcalls = subcalls
+        self.config = config if config is not None else self.Config()
+
+    @abc.abstractmethod
+    def load_context(self, context: Any) -> None:
+        """Make ``context`` available to code, per the backend's conventions."""
+
+    @abc.abstractmethod
+    def execute(self, code: str) -> ExecResult:
+        """Run one block; never raises for the code's own errors."""
+
+    @abc.abstractmethod
+    def read_state(self) -> State:
+        """Names, types and sizes of what the code made, and the answer."""
+
+    @abc.abstractmethod
+    def prompt_guide(self) -> str:
+        """How this language exposes the context, the functions, the answer."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to free by default
+        """Free processes, files and sockets. Safe to call twice."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

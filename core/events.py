@@ -1,0 +1,111 @@
+"""Event records: every step of a run, as it happens.
+
+Each event carries ``schema_version``, a kind (``event``), the run it belongs
+to and links to its parent (the run that started a child run, the execution
+that made a sub-call), so a trajectory can be shown as a tree and replayed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, TypeAdapter
+
+from polyrlm.config import SCHEMA_VERSION
+from polyrlm.records import Frozen, Role, StopReason, Tally
+
+__all__ = [
+    "AnswerSet",
+    "CodeExecuted",
+    "Event",
+    "EventBase",
+    "ModelCalled",
+    "RunFinished",
+    "RunStarted",
+    "event_adapter",
+]
+
+
+class EventBase(Frozen):
+    schema_version: int = SCHEMA_VERSION
+    ts: float = Field(default_factory=time.time, description="Unix time of the event.")
+    run_id: str = Field(description="The loop (root or child) this event belongs to.")
+
+
+class RunStarted(EventBase):
+    event: Literal["run_started"] = "run_started"
+    parent_run_id: str | None = None
+    parent_exec_id: str | None = Field(None, description="The execution that started this child.")
+    depth: int
+    question: str
+    backend: str
+    model: str
+    sub_model: str
+    context_meta: dict[str, Any]
+
+
+class ModelCalled(EventBase):
+    event: Literal["model_called"] = "model_called"
+    call_id: str
+    exec_id: str | None = Field(None, description="The execution that made this sub-call.")
+    role: Role
+    depth: int
+    model: str
+    prompt: str = Field(description="Sub-call: the prompt. Root call: the newest message only.")
+    request_digest: str = Field(description="sha256 of the whole request, for replay.")
+    response: str | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    latency_s: float = 0.0
+    cached: bool = False
+    error: str | None = None
+
+
+class CodeExecuted(EventBase):
+    event: Literal["code_executed"] = "code_executed"
+    exec_id: str
+    iteration: int
+    language: str
+    code: str
+    output: str
+    error: str | None
+    duration_s: float
+    truncated_chars: int = 0
+    timed_out: bool = False
+    restarted: bool = False
+
+
+class AnswerSet(EventBase):
+    event: Literal["answer_set"] = "answer_set"
+    answer: Any
+
+
+class RunFinished(EventBase):
+    event: Literal["run_finished"] = "run_finished"
+    stop_reason: StopReason
+    answer: Any
+    fallback: bool = False
+    error: str | None = None
+    iterations: int = 0
+    usage: Tally = Field(description="Usage of the whole tree so far, when this run ended.")
+
+
+Event = Annotated[
+    RunStarted | ModelCalled | CodeExecuted | AnswerSet | RunFinished,
+    Field(discriminator="event"),
+]
+
+#: Parses one trajectory line (a dict or JSON) back into its event record.
+event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def _resolve_forward_refs() -> None:
+    # records.Result names Event, which lives here (events import records).
+    from polyrlm import records
+
+    records.Result.model_rebuild(_types_namespace={"Event": Event})
+
+
+_resolve_forward_refs()

@@ -1,0 +1,301 @@
+"""The orchestration loop: root turns, code blocks, the answer, the budget.
+
+One :class:`Tree` per :meth:`RLM.acompletion`: it holds the ledger and the
+broker shared by the root loop and every child loop under it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from polyrlm.broker import Broker
+from polyrlm.config import EXEC_GRACE_S
+from polyrlm.contexts import describe_context
+from polyrlm.environment import EnvConfig, Environment
+from polyrlm.errors import (
+    BudgetExhausted,
+    ConfigError,
+    FatalError,
+    ModelCallFailed,
+    SubCallError,
+)
+from polyrlm.events import AnswerSet, CodeExecuted, Event, RunFinished, RunStarted
+from polyrlm.ledger import Ledger
+from polyrlm.parsing import extract_blocks, format_exec_observation, select_blocks
+from polyrlm.prompts import FALLBACK_PROMPT, NO_CODE_PROMPT, first_user_message, system_prompt
+from polyrlm.records import Budget, ExecResult, Role, StopReason
+from polyrlm.subcalls import LoopSubCalls
+
+__all__ = ["CODE_END_STOP", "Outcome", "Settings", "Tree", "in_thread"]
+
+#: Stop sequence sent with root calls: generation ends with the code block,
+#: so the model cannot invent the block's output and answer on top of it.
+CODE_END_STOP = "\n```\n"
+
+T = TypeVar("T")
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn`` in a new daemon thread. Not the default executor: nested
+    child runs block their parent's thread, and a bounded pool would deadlock."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+    ctx = contextvars.copy_context()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            future.set_result(value) if ok else future.set_exception(value)
+
+    def work() -> None:
+        try:
+            value = ctx.run(fn, *args)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(settle, False, exc)
+        else:
+            loop.call_soon_threadsafe(settle, True, value)
+
+    threading.Thread(target=work, daemon=True, name="polyrlm-exec").start()
+    return await future
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every loop of one tree shares."""
+
+    backend: type[Environment]
+    env_config: EnvConfig | None
+    model: str
+    sub_model: str
+    child_model: str
+    budget: Budget
+    root_options: dict[str, Any] = field(default_factory=dict)
+    sub_options: dict[str, Any] = field(default_factory=dict)
+    stop_at_code_end: bool = True
+
+
+@dataclass(frozen=True)
+class Outcome:
+    answer: Any
+    stop_reason: StopReason
+    fallback: bool = False
+    error: str | None = None
+
+
+@dataclass
+class _Session:
+    env: Environment
+    subcalls: LoopSubCalls
+    context: Any
+    run_id: str
+    depth: int
+    execs: int = 0
+
+
+class Tree:
+    """One recursion tree: its settings, ledger, broker and event sink."""
+
+    def __init__(
+        self, settings: Settings, ledger: Ledger, broker: Broker, emit: Callable[[Event], None]
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.broker = broker
+        self.emit = emit
+
+    def _open(self, subcalls: LoopSubCalls, context: Any) -> Environment:
+        env = self.settings.backend(subcalls, self.settings.env_config)
+        try:
+            env.load_context(context)
+        except BaseException:
+            env.close()
+            raise
+        return env
+
+    async def run(
+        self,
+        question: str,
+        context: Any,
+        *,
+        depth: int = 0,
+        parent_run_id: str | None = None,
+        parent_exec_id: str | None = None,
+    ) -> Outcome:
+        """One loop. At depth 0 a context that cannot be loaded raises
+        :class:`ConfigError`; in a child it is the calling code's error."""
+        run_id = uuid.uuid4().hex[:12]
+        subcalls = LoopSubCalls(self, asyncio.get_running_loop(), depth, run_id)
+        try:
+            env = await in_thread(self._open, subcalls, context)
+        except ConfigError as exc:
+            if depth == 0:
+                raise
+            raise SubCallError(f"child RLM could not load its context: {exc}") from exc
+        s = _Session(env, subcalls, context, run_id, depth)
+        self.emit(
+            RunStarted(
+                run_id=run_id,
+                parent_run_id=parent_run_id,
+                parent_exec_id=parent_exec_id,
+                depth=depth,
+                question=question,
+                backend=env.name,
+                model=self.settings.model if depth == 0 else self.settings.child_model,
+                sub_model=self.settings.sub_model,
+                context_meta=describe_context(context),
+            )
+        )
+        outcome = Outcome(None, StopReason.ERROR, error="run did not finish")
+        iterations = 0
+        try:
+            outcome, iterations = await self._turns(s, question)
+        except BudgetExhausted as exc:
+            outcome = Outcome(await self._partial(s), StopReason(exc.reason), error=str(exc))
+        except FatalError as exc:
+            outcome = Outcome(await self._partial(s), StopReason.ERROR, error=str(exc))
+        finally:
+            await in_thread(s.env.close)
+            self.emit(
+                RunFinished(
+                    run_id=run_id,
+                    stop_reason=outcome.stop_reason,
+                    answer=outcome.answer,
+                    fallback=outcome.fallback,
+                    error=outcome.error,
+                    iterations=iterations,
+                    usage=self.ledger.usage().total,
+                )
+            )
+        return outcome
+
+    async def _turns(self, s: _Session, question: str) -> tuple[Outcome, int]:
+        budget = self.settings.budget
+        guide = await in_thread(s.env.prompt_guide)
+        system = system_prompt(
+            guide,
+            describe_context(s.context),
+            max_iterations=budget.max_iterations,
+            depth=s.depth,
+            max_depth=budget.max_depth,
+        )
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": first_user_message(question)},
+        ]
+        for iteration in range(1, budget.max_iterations + 2):
+            last = iteration > budget.max_iterations
+            if last:  # out of turns: ask once for the answer
+                messages[-1]["content"] += "\n\n" + FALLBACK_PROMPT
+            reply = await self._root_call(s, messages)
+            messages.append({"role": "assistant", "content": reply})
+            observation, result = await self._run_reply(s, reply, iteration)
+            if result is not None:
+                return Outcome(result.answer, StopReason.ANSWERED, fallback=last), iteration
+            self.ledger.check()
+            messages.append({"role": "user", "content": observation})
+        partial = await self._partial(s)
+        return Outcome(partial, StopReason.MAX_ITERATIONS), budget.max_iterations + 1
+
+    async def _root_call(self, s: _Session, messages: list[dict[str, Any]]) -> str:
+        options = dict(self.settings.root_options)
+        if self.settings.stop_at_code_end:
+            options.setdefault("stop", [CODE_END_STOP])
+        self.ledger.iterations += 1
+        try:
+            return await self.broker.call(
+                messages,
+                model=self.settings.model if s.depth == 0 else self.settings.child_model,
+                role=Role.ROOT,
+                depth=s.depth,
+                run_id=s.run_id,
+                options=options,
+            )
+        except SubCallError as exc:  # e.g. the history outgrew the root model's window
+            raise ModelCallFailed(f"root call refused: {exc}") from exc
+
+    async def _run_reply(
+        self, s: _Session, reply: str, iteration: int
+    ) -> tuple[str, ExecResult | None]:
+        env = s.env
+        runnable, wrong = select_blocks(extract_blocks(reply), env.fence_tags)
+        notes = []
+        if wrong:
+            tags = ", ".join(sorted({b.tag for b in wrong}))
+            notes.append(
+                f"Not run: {len(wrong)} block(s) tagged {tags}; this environment runs "
+                f"{env.language} (fence tags: {', '.join(env.fence_tags)})."
+            )
+        if not runnable:
+            tag = env.fence_tags[0]
+            notes.insert(0, NO_CODE_PROMPT.format(tags=" or ".join(env.fence_tags), tag=tag))
+            return "\n".join(notes), None
+        parts = []
+        for number, block in enumerate(runnable, 1):
+            result = await self._execute(s, block.code, iteration)
+            shown, _ = format_exec_observation(
+                result.output, result.error, self.settings.budget.max_output_chars
+            )
+            if result.truncated_chars:
+                shown += f"\n[{result.truncated_chars} more characters of output were dropped]"
+            if result.restarted:
+                shown += (
+                    "\n[The environment was restarted: every variable you made is lost; "
+                    "the context is loaded again.]"
+                )
+            head = f"[block {number} of {len(runnable)}]\n" if len(runnable) > 1 else ""
+            parts.append(head + shown)
+            if result.answer_ready:
+                self.emit(AnswerSet(run_id=s.run_id, answer=result.answer))
+                return "\n\n".join(parts), result
+            if self.ledger.exhausted is not None:
+                break
+        return "\n\n".join(notes + parts), None
+
+    async def _execute(self, s: _Session, code: str, iteration: int) -> ExecResult:
+        s.execs += 1
+        exec_id = f"{s.run_id}-e{s.execs}"
+        s.subcalls.exec_id = exec_id
+        self.ledger.executions += 1
+        timeout = s.env.config.exec_timeout_s + EXEC_GRACE_S
+        try:
+            result = await asyncio.wait_for(in_thread(s.env.execute, code), timeout)
+        except TimeoutError:
+            # The environment did not interrupt itself: abandon it, start anew.
+            with contextlib.suppress(TimeoutError):  # a stuck close is left behind
+                await asyncio.wait_for(in_thread(s.env.close), EXEC_GRACE_S)
+            s.env = await in_thread(self._open, s.subcalls, s.context)
+            result = ExecResult(
+                error=f"TimeoutError: the block did not stop within {timeout:g} s",
+                timed_out=True,
+                restarted=True,
+            )
+        self.emit(
+            CodeExecuted(
+                run_id=s.run_id,
+                exec_id=exec_id,
+                iteration=iteration,
+                language=s.env.language,
+                code=code,
+                output=result.output,
+                error=result.error,
+                duration_s=result.duration_s,
+                truncated_chars=result.truncated_chars,
+                timed_out=result.timed_out,
+                restarted=result.restarted,
+            )
+        )
+        return result
+
+    async def _partial(self, s: _Session) -> Any:
+        """The best partial answer: the answer content, ready or not."""
+        try:
+            state = await in_thread(s.env.read_state)
+        except Exception:  # a dead environment has no partial answer
+            return None
+        return state.answer if state.answer not in ("", None) else None

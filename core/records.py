@@ -1,0 +1,147 @@
+"""Frozen pydantic records: budget, usage, execution results, state, result."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from polyrlm.config import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITERATIONS, DEFAULT_MAX_OUTPUT_CHARS
+
+if TYPE_CHECKING:
+    from polyrlm.events import Event
+
+__all__ = [
+    "Budget",
+    "ExecResult",
+    "Frozen",
+    "Result",
+    "Role",
+    "State",
+    "StopReason",
+    "Tally",
+    "Usage",
+    "VarInfo",
+]
+
+
+class Frozen(BaseModel):
+    """Base of every record: immutable, unknown fields refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Role(StrEnum):
+    """Who made a model call."""
+
+    ROOT = "root"
+    SUB = "sub"
+
+
+class StopReason(StrEnum):
+    """Why a run ended. Every :class:`Result` has one."""
+
+    ANSWERED = "answered"
+    MAX_ITERATIONS = "max_iterations"
+    MAX_MODEL_CALLS = "max_model_calls"
+    MAX_TOKENS = "max_tokens"
+    MAX_COST_USD = "max_cost_usd"
+    MAX_SECONDS = "max_seconds"
+    ERROR = "error"
+
+
+class Budget(Frozen):
+    """Limits shared by a whole recursion tree (root, sub-calls, child RLMs).
+
+    ``None`` means unlimited. A call is reserved before it is sent, so a run
+    overshoots a limit by at most the calls already in flight.
+    """
+
+    max_iterations: int = Field(
+        DEFAULT_MAX_ITERATIONS, ge=1, description="Root turns per loop (each child loop too)."
+    )
+    max_model_calls: int | None = Field(None, ge=1, description="Model calls in the whole tree.")
+    max_tokens: int | None = Field(
+        None, ge=1, description="Prompt + completion tokens in the tree."
+    )
+    max_cost_usd: float | None = Field(None, gt=0, description="Known cost in US dollars.")
+    max_seconds: float | None = Field(None, gt=0, description="Wall-clock seconds from the start.")
+    max_depth: int = Field(
+        DEFAULT_MAX_DEPTH,
+        ge=0,
+        description="Levels below the root: 0 no sub-calls, 1 sub-models, 2 child RLMs, ...",
+    )
+    max_output_chars: int = Field(
+        DEFAULT_MAX_OUTPUT_CHARS, ge=100, description="Characters of one exec's output shown."
+    )
+
+
+class Tally(Frozen):
+    """Counts of model calls."""
+
+    calls: int = Field(0, description="Calls answered (cached ones included).")
+    cached_calls: int = Field(0, description="Calls answered from the response cache.")
+    failed_calls: int = Field(0, description="Calls that failed after retries or were refused.")
+    prompt_tokens: int = Field(0, description="Prompt tokens reported by the provider.")
+    completion_tokens: int = Field(0, description="Completion tokens reported by the provider.")
+    cost_usd: float = Field(0.0, description="Sum of the known costs.")
+    unpriced_calls: int = Field(0, description="Calls whose model has no known price.")
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(**{k: getattr(self, k) + getattr(other, k) for k in Tally.model_fields})
+
+
+class Usage(Frozen):
+    """Usage of a whole recursion tree, split by role and by depth."""
+
+    total: Tally = Field(default_factory=Tally, description="Every call of the tree.")
+    by_role: dict[Role, Tally] = Field(default_factory=dict, description="Root vs sub calls.")
+    by_depth: dict[int, Tally] = Field(default_factory=dict, description="Per recursion depth.")
+    iterations: int = Field(0, description="Root turns across the tree.")
+    executions: int = Field(0, description="Code blocks executed across the tree.")
+    elapsed_s: float = Field(0.0, description="Wall-clock seconds since the run started.")
+
+
+class VarInfo(Frozen):
+    """One variable, table or file of an environment."""
+
+    name: str
+    type: str
+    size: int | None = Field(None, description="Length, rows or bytes, as fits the type.")
+
+
+class State(Frozen):
+    """What an environment holds, and its answer."""
+
+    variables: tuple[VarInfo, ...] = ()
+    answer: Any = Field(None, description="answer['content'] as the environment holds it.")
+    answer_ready: bool = False
+
+
+class ExecResult(Frozen):
+    """The outcome of one :meth:`Environment.execute`."""
+
+    output: str = Field("", description="stdout, stderr and the last value, interleaved.")
+    error: str | None = Field(None, description="Traceback or error text; None when it ran.")
+    truncated_chars: int = Field(0, description="Characters dropped at capture.")
+    duration_s: float = 0.0
+    answer_ready: bool = Field(False, description="The answer was marked ready by this code.")
+    answer: Any = None
+    restarted: bool = Field(False, description="The environment was restarted; state was lost.")
+    timed_out: bool = False
+
+
+class Result(Frozen):
+    """What :meth:`RLM.completion` returns."""
+
+    answer: Any = Field(None, description="The answer read from the environment.")
+    stop_reason: StopReason
+    fallback: bool = Field(False, description="Answer came from the last-chance turn.")
+    error: str | None = Field(None, description="The fatal error, when stop_reason is error.")
+    usage: Usage
+    trajectory: tuple[Event, ...] = Field((), description="Every event of the tree, in order.")

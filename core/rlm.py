@@ -1,0 +1,171 @@
+"""The public entry point: :class:`RLM`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from polyrlm.broker import Broker
+from polyrlm.cache import ResponseCache
+from polyrlm.config import DEFAULT_MAX_CONCURRENCY, RETRY_ATTEMPTS, RETRY_INITIAL_WAIT_S
+from polyrlm.environment import EnvConfig
+from polyrlm.errors import ConfigError
+from polyrlm.events import Event
+from polyrlm.ledger import Ledger
+from polyrlm.loop import Settings, Tree
+from polyrlm.records import Budget, Result
+from polyrlm.registry import get_registry, plugin_manager
+
+__all__ = ["DEFAULT_BACKEND", "RLM", "default_cache_dir"]
+
+#: Backend used when none is named.
+DEFAULT_BACKEND = "python-inline"
+
+
+def default_cache_dir() -> Path:
+    """``$POLYRLM_CACHE_DIR``, else ``$XDG_CACHE_HOME/polyrlm``, else ``~/.cache/polyrlm``."""
+    if "POLYRLM_CACHE_DIR" in os.environ:
+        return Path(os.environ["POLYRLM_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "polyrlm"
+
+
+class RLM:
+    """A Recursive Language Model over one backend.
+
+    ``model`` writes code (the root); ``sub_model`` answers ``llm_query`` /
+    ``llm_batch`` (defaults to ``model``); child RLMs (``rlm_query``, when
+    ``max_depth >= 2``) use ``child_model`` as their root (defaults to
+    ``model``). Any other keyword goes to ``litellm.acompletion`` for every
+    call (``api_base``, ``api_key``, ``temperature``, ...);
+    ``sub_model_options`` replaces those for sub-calls.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        sub_model: str | None = None,
+        *,
+        backend: str = DEFAULT_BACKEND,
+        max_depth: int | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        budget: Budget | None = None,
+        child_model: str | None = None,
+        backend_config: EnvConfig | Mapping[str, Any] | None = None,
+        cache: bool | str | Path = False,
+        log: str | Path | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        sub_model_options: Mapping[str, Any] | None = None,
+        windows: Mapping[str, int] | None = None,
+        retry_attempts: int = RETRY_ATTEMPTS,
+        retry_initial_wait_s: float = RETRY_INITIAL_WAIT_S,
+        stop_at_code_end: bool = True,
+        **model_options: Any,
+    ) -> None:
+        self.backend = get_registry().get(backend)  # fails early on a bad name
+        budget = budget or Budget()
+        if max_depth is not None:
+            budget = budget.model_copy(update={"max_depth": max_depth})
+        self.budget = Budget.model_validate(budget.model_dump())
+        if max_concurrency < 1:
+            raise ConfigError("max_concurrency must be at least 1")
+        if isinstance(backend_config, Mapping):
+            try:
+                backend_config = self.backend.Config(**backend_config)
+            except ValueError as exc:
+                raise ConfigError(f"bad backend_config for {backend!r}: {exc}") from exc
+        self.settings = Settings(
+            backend=self.backend,
+            env_config=backend_config,
+            model=model,
+            sub_model=sub_model or model,
+            child_model=child_model or model,
+            budget=self.budget,
+            root_options=dict(model_options),
+            sub_options=dict(sub_model_options if sub_model_options is not None else model_options),
+            stop_at_code_end=stop_at_code_end,
+        )
+        self.max_concurrency = max_concurrency
+        self.cache_dir = (
+            None
+            if cache is False
+            else (default_cache_dir() / "responses" if cache is True else Path(cache))
+        )
+        self.log = Path(log) if log is not None else None
+        self.on_event = on_event
+        self.windows = dict(windows or {})
+        self.retry_attempts = retry_attempts
+        self.retry_initial_wait_s = retry_initial_wait_s
+
+    def completion(self, question: str, context: Any = None) -> Result:
+        """Answer ``question`` about ``context`` (str, list, dict, DataFrame,
+        or a :class:`~pathlib.Path`). Blocks; see :meth:`acompletion`."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.acompletion(question, context))
+        # Called from inside an event loop (a notebook): run on a loop of its own.
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["result"] = asyncio.run(self.acompletion(question, context))
+            except BaseException as exc:
+                box["error"] = exc
+
+        thread = threading.Thread(target=target, name="polyrlm-completion")
+        thread.start()
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        result: Result = box["result"]
+        return result
+
+    async def acompletion(self, question: str, context: Any = None) -> Result:
+        """The same as :meth:`completion`, as a coroutine."""
+        from polyrlm.plugins.jsonl import JsonlLogger
+
+        trajectory: list[Event] = []
+        hook = plugin_manager().hook.on_event
+        logger = JsonlLogger(self.log) if self.log is not None else None
+        cache = ResponseCache(self.cache_dir) if self.cache_dir is not None else None
+
+        def emit(event: Event) -> None:
+            trajectory.append(event)
+            if logger is not None:
+                logger.on_event(event)
+            if self.on_event is not None:
+                self.on_event(event)
+            hook(event=event)
+
+        ledger = Ledger(self.budget)
+        broker = Broker(
+            ledger,
+            emit,
+            max_concurrency=self.max_concurrency,
+            cache=cache,
+            retry_attempts=self.retry_attempts,
+            retry_initial_wait_s=self.retry_initial_wait_s,
+            windows=self.windows,
+        )
+        try:
+            outcome = await Tree(self.settings, ledger, broker, emit).run(
+                question, "" if context is None else context
+            )
+        finally:
+            if logger is not None:
+                logger.close()
+            if cache is not None:
+                cache.close()
+        return Result(
+            answer=outcome.answer,
+            stop_reason=outcome.stop_reason,
+            fallback=outcome.fallback,
+            error=outcome.error,
+            usage=ledger.usage(),
+            trajectory=tuple(trajectory),
+        )

@@ -1,0 +1,124 @@
+"""The sub-call functions offered to an environment's code.
+
+The code runs in a worker thread; each function hands a coroutine to the
+run's event loop (where the broker lives) and blocks until it is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from polyrlm.config import CHILD_QUESTION_CHARS
+from polyrlm.environment import SubCallFailure
+from polyrlm.errors import BudgetExhausted, ModelCallFailed, SubCallError
+from polyrlm.records import Role, StopReason
+
+if TYPE_CHECKING:
+    from polyrlm.loop import Tree
+
+__all__ = ["LoopSubCalls"]
+
+T = TypeVar("T")
+
+
+class LoopSubCalls:
+    """:class:`~polyrlm.environment.SubCalls` of one loop at ``depth``."""
+
+    def __init__(
+        self, tree: Tree, loop: asyncio.AbstractEventLoop, depth: int, run_id: str
+    ) -> None:
+        self.tree = tree
+        self.loop = loop
+        self.depth = depth
+        self.run_id = run_id
+        #: The execution running now: sub-calls and child runs link to it.
+        self.exec_id: str | None = None
+        self._loop_thread = threading.get_ident()
+
+    def _wait(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.get_ident() == self._loop_thread:
+            coro.close()
+            raise RuntimeError("sub-calls must be made from the execution thread, not the loop")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    # -- async versions: also what the bridge serves to out-of-process code --
+
+    async def allm_query(self, prompt: str, model: str | None = None) -> str:
+        try:
+            return await self.tree.broker.call(
+                [{"role": "user", "content": str(prompt)}],
+                model=model or self.tree.settings.sub_model,
+                role=Role.SUB,
+                depth=self.depth + 1,
+                run_id=self.run_id,
+                exec_id=self.exec_id,
+                options=self.tree.settings.sub_options,
+            )
+        except (ModelCallFailed, BudgetExhausted) as exc:
+            raise SubCallError(str(exc)) from None
+
+    async def allm_batch(self, prompts: Sequence[str], model: str | None = None) -> list[str]:
+        return await self.tree.broker.batch(
+            [str(p) for p in prompts],
+            model=model or self.tree.settings.sub_model,
+            depth=self.depth + 1,
+            run_id=self.run_id,
+            exec_id=self.exec_id,
+            options=self.tree.settings.sub_options,
+        )
+
+    async def arlm_query(self, prompt: str, context: Any = None) -> str:
+        depth = self.depth + 1
+        if depth >= self.tree.settings.budget.max_depth:  # at the limit: a plain sub-call
+            text = str(prompt) if context is None else f"{prompt}\n\n{context}"
+            return await self.allm_query(text)
+        question = str(prompt)
+        if context is None:
+            context = question
+            if len(question) > CHILD_QUESTION_CHARS:
+                question = (
+                    question[:CHILD_QUESTION_CHARS] + " ... (the full request is the context)"
+                )
+        outcome = await self.tree.run(
+            question, context, depth=depth, parent_run_id=self.run_id, parent_exec_id=self.exec_id
+        )
+        if outcome.stop_reason != StopReason.ANSWERED and not outcome.fallback:
+            detail = f": {outcome.error}" if outcome.error else ""
+            raise SubCallError(
+                f"child RLM stopped ({outcome.stop_reason}) without an answer{detail}"
+            )
+        answer = outcome.answer
+        return answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)
+
+    async def arlm_batch(
+        self, prompts: Sequence[str], contexts: Sequence[Any] | None = None
+    ) -> list[str]:
+        if contexts is not None and len(contexts) != len(prompts):
+            raise SubCallError(f"{len(prompts)} prompts but {len(contexts)} contexts")
+        ctxs = list(contexts) if contexts is not None else [None] * len(prompts)
+
+        async def one(prompt: str, context: Any) -> str:
+            try:
+                return await self.arlm_query(prompt, context)
+            except SubCallError as exc:
+                return SubCallFailure(str(exc))
+
+        return list(await asyncio.gather(*(one(p, c) for p, c in zip(prompts, ctxs, strict=True))))
+
+    # -- blocking versions, for code running in a worker thread --
+
+    def llm_query(self, prompt: str, model: str | None = None) -> str:
+        return self._wait(self.allm_query(prompt, model))
+
+    def llm_batch(self, prompts: Sequence[str], model: str | None = None) -> list[str]:
+        return self._wait(self.allm_batch(prompts, model))
+
+    def rlm_query(self, prompt: str, context: Any = None) -> str:
+        return self._wait(self.arlm_query(prompt, context))
+
+    def rlm_batch(self, prompts: Sequence[str], contexts: Sequence[Any] | None = None) -> list[str]:
+        return self._wait(self.arlm_batch(prompts, contexts))

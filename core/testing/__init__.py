@@ -1,0 +1,1 @@
+"""Test support: a scripted model, a fake OpenAI-compatible server, the contract suite."""

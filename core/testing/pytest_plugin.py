@@ -1,0 +1,1 @@
+"""pytest plugin of polyrlm (entry point ``pytest11``)."""

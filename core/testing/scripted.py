@@ -1,0 +1,137 @@
+"""A scripted model served through litellm, for tests without a provider.
+
+It is a real litellm custom provider (``polyrlm-scripted/<name>``), so every
+call still goes through ``litellm.acompletion`` and the broker, exactly as a
+hosted model's would. Replies come from a list (in order) or a function of
+the messages; usage is counted in words, so tests can check it by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from polyrlm.broker import litellm_module
+
+__all__ = ["PROVIDER", "ScriptedModel", "word_tokens"]
+
+#: litellm provider name under which scripted models are served.
+PROVIDER = "polyrlm-scripted"
+
+Reply = str | Callable[[list[dict[str, Any]]], str]
+
+_models: dict[str, ScriptedModel] = {}
+_names = itertools.count(1)
+_lock = threading.Lock()
+
+
+def word_tokens(text: str) -> int:
+    """The scripted model's (and the fake server's) token count: words."""
+    return len(text.split())
+
+
+def _content(message: dict[str, Any]) -> str:
+    content = message.get("content") or ""
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return str(content)
+
+
+def _cut_at_stop(text: str, stop: Any) -> str:
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    cuts = [text.find(s) for s in stops if s and s in text]
+    return text[: min(cuts)] if cuts else text
+
+
+class ScriptedModel:
+    """Replies from ``replies`` (a list used in order, or a function of the
+    messages). Pass ``scripted.model`` as the model name to :class:`RLM`.
+
+    ``latency_s`` delays each reply (asynchronously); ``fail_first`` makes
+    the first calls raise a rate-limit error (to exercise retries).
+    """
+
+    def __init__(
+        self,
+        replies: Sequence[str] | Callable[[list[dict[str, Any]]], str],
+        *,
+        name: str | None = None,
+        latency_s: float = 0.0,
+        fail_first: int = 0,
+    ) -> None:
+        self.name = name or f"m{next(_names)}"
+        self._replies = replies if callable(replies) else list(replies)
+        self._next = 0
+        self.latency_s = latency_s
+        self.fail_first = fail_first
+        #: The messages of every call received, in order.
+        self.calls: list[list[dict[str, Any]]] = []
+        _install()
+        with _lock:
+            _models[self.name] = self
+
+    @property
+    def model(self) -> str:
+        """The litellm model name that reaches this script."""
+        return f"{PROVIDER}/{self.name}"
+
+    def reply(self, messages: list[dict[str, Any]]) -> str:
+        with _lock:
+            self.calls.append(messages)
+            if self.fail_first > 0:
+                self.fail_first -= 1
+                lm = litellm_module()
+                raise lm.RateLimitError("scripted rate limit", PROVIDER, self.name)
+            if callable(self._replies):
+                return self._replies(messages)
+            if self._next >= len(self._replies):
+                raise RuntimeError(
+                    f"scripted model {self.name!r} has no reply left "
+                    f"({len(self._replies)} were given)"
+                )
+            self._next += 1
+            return self._replies[self._next - 1]
+
+    async def respond(self, messages: list[dict[str, Any]], options: dict[str, Any]) -> Any:
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        text = _cut_at_stop(self.reply(messages), options.get("stop"))
+        lm = litellm_module()
+        prompt = sum(word_tokens(_content(m)) + 3 for m in messages)
+        completion = max(1, word_tokens(text))
+        return lm.ModelResponse(
+            choices=[
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            usage=lm.Usage(
+                prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+            ),
+            model=self.model,
+        )
+
+
+def _install() -> None:
+    """Register the provider with litellm once per process."""
+    lm = litellm_module()
+    if any(p.get("provider") == PROVIDER for p in lm.custom_provider_map):
+        return
+
+    class _Provider(lm.CustomLLM):  # type: ignore[misc, name-defined]
+        async def acompletion(self, model: str, messages: list[Any], *args: Any, **kw: Any) -> Any:
+            options = kw.get("optional_params") or (args[7] if len(args) > 7 else {})
+            scripted = _models.get(model)
+            if scripted is None:
+                raise ValueError(f"no scripted model named {model!r}")
+            return await scripted.respond(messages, dict(options or {}))
+
+    lm.custom_provider_map = [
+        *lm.custom_provider_map,
+        {"provider": PROVIDER, "custom_handler": _Provider()},
+    ]

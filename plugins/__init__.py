@@ -1,0 +1,1 @@
+"""Optional first-party hook implementations."""

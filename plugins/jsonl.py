@@ -1,0 +1,56 @@
+"""The JSONL trajectory logger: one event per line, flushed as it happens.
+
+Every line carries ``schema_version``; a killed run leaves a valid prefix.
+Read a file back with :func:`read_trajectory`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO
+
+from polyrlm.events import Event, event_adapter
+from polyrlm.hookspecs import hookimpl
+
+__all__ = ["JsonlLogger", "read_trajectory"]
+
+
+class JsonlLogger:
+    """Writes every event it is given to ``path`` (truncating the file).
+
+    Pass ``log=path`` to :class:`~polyrlm.RLM`, or register an instance as a
+    plugin to log every run of the process.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh: IO[str] | None = self.path.open("w", encoding="utf-8")
+
+    @hookimpl
+    def on_event(self, event: Event) -> None:
+        if self._fh is None:
+            return
+        self._fh.write(event.model_dump_json() + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def read_trajectory(path: str | Path) -> list[Event]:
+    """The events of a JSONL trajectory, validated; a torn last line is skipped."""
+    events = []
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            events.append(event_adapter.validate_json(line))
+        except ValueError:
+            if number == len(lines):  # the run was killed mid-write
+                break
+            raise
+    return events
