@@ -18,7 +18,8 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from polyrlm.cache import ResponseCache, request_digest
@@ -180,7 +181,8 @@ class Broker:
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.retry_attempts),
-                wait=wait_exponential_jitter(self.retry_initial_wait_s, RETRY_MAX_WAIT_S),
+                wait=wait_exponential(multiplier=self.retry_initial_wait_s, max=RETRY_MAX_WAIT_S)
+                + wait_random(0, self.retry_initial_wait_s),  # jitter spreads retry bursts
                 retry=retry_if_exception_type(self._retry_on),
                 reraise=True,
             ):

@@ -74,6 +74,18 @@ class SubCalls(Protocol):
         """Concurrent child RLMs, in input order; failures per item."""
         ...
 
+    # The same as coroutines, for out-of-process environments served by a bridge.
+
+    async def allm_query(self, prompt: str, model: str | None = None) -> str: ...
+
+    async def allm_batch(self, prompts: Sequence[str], model: str | None = None) -> list[str]: ...
+
+    async def arlm_query(self, prompt: str, context: Any = None) -> str: ...
+
+    async def arlm_batch(
+        self, prompts: Sequence[str], contexts: Sequence[Any] | None = None
+    ) -> list[str]: ...
+
 
 class EnvConfig(BaseModel):
     """Options every environment takes; a backend's ``Config`` extends it."""

@@ -196,7 +196,8 @@ class Tree:
             messages.append({"role": "assistant", "content": reply})
             observation, result = await self._run_reply(s, reply, iteration)
             if result is not None:
-                return Outcome(result.answer, StopReason.ANSWERED, fallback=last), iteration
+                reason = StopReason.MAX_ITERATIONS if last else StopReason.ANSWERED
+                return Outcome(result.answer, reason, fallback=last), iteration
             self.ledger.check()
             messages.append({"role": "user", "content": observation})
         partial = await self._partial(s)

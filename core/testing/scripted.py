@@ -98,8 +98,13 @@ class ScriptedModel:
     async def respond(self, messages: list[dict[str, Any]], options: dict[str, Any]) -> Any:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
-        text = _cut_at_stop(self.reply(messages), options.get("stop"))
         lm = litellm_module()
+        try:
+            text = _cut_at_stop(self.reply(messages), options.get("stop"))
+        except lm.RateLimitError:
+            raise
+        except Exception as exc:  # a script's own error is the request's fault: no retry
+            raise lm.BadRequestError(f"{type(exc).__name__}: {exc}", self.model, PROVIDER) from exc
         prompt = sum(word_tokens(_content(m)) + 3 for m in messages)
         completion = max(1, word_tokens(text))
         return lm.ModelResponse(

@@ -1,0 +1,7 @@
+"""The backend contract suite, run against every available backend."""
+
+from polyrlm.testing.contract import EnvironmentContract
+
+
+class TestContract(EnvironmentContract):
+    pass
