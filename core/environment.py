@@ -10,6 +10,7 @@ in-process environments; a bridge for out-of-process ones).
 from __future__ import annotations
 
 import abc
+import numbers
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
@@ -34,6 +35,10 @@ def plain_answer(value: Any) -> Any:
     dicts of those are kept; anything else becomes its ``str``."""
     if value is None or isinstance(value, str | int | float | bool):
         return value
+    if isinstance(value, numbers.Integral):  # numpy and friends
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
     if isinstance(value, list | tuple):
         return [plain_answer(v) for v in value]
     if isinstance(value, dict):

@@ -135,8 +135,10 @@ class InlinePythonEnvironment(Environment):
         linecache.cache[name] = (len(code), None, code.splitlines(True), name)
         tree = ast.parse(code, name)
         last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
+        tail = tree.body[-1] if tree.body else None
+        if isinstance(tail, ast.Expr):  # shown like a REPL shows a last expression
+            tree.body.pop()
+            last = ast.Expression(tail.value)
         body = compile(tree, name, "exec")
         return body, compile(last, name, "eval") if last is not None else None
 
@@ -206,11 +208,12 @@ class InlinePythonEnvironment(Environment):
                 size = None
             variables.append(VarInfo(name=key, type=type(value).__name__, size=size))
         answer = self.ns.get("answer")
-        ok = isinstance(answer, dict)
+        if not isinstance(answer, dict):
+            answer = {}
         return State(
             variables=tuple(variables),
-            answer=plain_answer(answer.get("content")) if ok else None,
-            answer_ready=ok and bool(answer.get("ready")),
+            answer=plain_answer(answer.get("content")),
+            answer_ready=bool(answer.get("ready")),
         )
 
     def prompt_guide(self) -> str:

@@ -69,7 +69,7 @@ def test_concurrency_limit_holds() -> None:
 
 def test_retries_on_rate_limit_then_succeeds() -> None:
     model = ScriptedModel(["fine"], fail_first=2)
-    broker, events = make_broker(retry_attempts=3)
+    broker, _ = make_broker(retry_attempts=3)
     text = run(
         broker.call(
             [{"role": "user", "content": "q"}],
