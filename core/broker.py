@@ -119,6 +119,12 @@ class Broker:
             )
 
     def _cost(self, model: str, response: Any) -> float | None:
+        """The cost litellm already computed for this response (its own cost
+        map); computing it again would double litellm's per-call CPU."""
+        hidden = getattr(response, "_hidden_params", None) or {}
+        cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
+        if cost is not None:
+            return float(cost)
         if model in self._unpriced:
             return None
         try:

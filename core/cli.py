@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -14,6 +15,9 @@ from polyrlm.errors import PolyrlmError
 from polyrlm.records import Budget, Result, StopReason
 
 __all__ = ["main"]
+
+#: Benchmarks by name: each module has ``main(argv) -> int``.
+BENCHMARKS = {"fanout": "polyrlm.bench.fanout"}
 
 #: Environment variables read for the default models.
 MODEL_ENV, SUB_MODEL_ENV = "POLYRLM_MODEL", "POLYRLM_SUB_MODEL"
@@ -136,10 +140,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     sub.add_parser("backends", help="list the backends and whether they are installed")
+    bench = sub.add_parser("bench", help="run a benchmark: fanout", add_help=False)
+    bench.add_argument("name", choices=sorted(BENCHMARKS))
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "bench":
+            module = importlib.import_module(BENCHMARKS[args.name])
+            return int(module.main(args.rest))
         return _backends(args)
     except PolyrlmError as exc:
         print(f"polyrlm: error: {exc}", file=sys.stderr)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from polyrlm.config import CAPTURE_LIMIT_CHARS, EXEC_TIMEOUT_S
+from polyrlm.config import CAPTURE_LIMIT_CHARS, EXEC_GRACE_S, EXEC_TIMEOUT_S
 from polyrlm.records import ExecResult, State
 
 __all__ = [
@@ -98,6 +98,9 @@ class EnvConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     exec_timeout_s: float = Field(EXEC_TIMEOUT_S, gt=0, description="Seconds per execution.")
+    exec_grace_s: float = Field(
+        EXEC_GRACE_S, gt=0, description="Seconds past the timeout before the core replaces it."
+    )
     capture_limit_chars: int = Field(
         CAPTURE_LIMIT_CHARS, ge=1_000, description="Output characters kept per execution."
     )

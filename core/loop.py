@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from polyrlm.broker import Broker
-from polyrlm.config import EXEC_GRACE_S
 from polyrlm.contexts import describe_context
 from polyrlm.environment import EnvConfig, Environment
 from polyrlm.errors import (
@@ -263,13 +262,13 @@ class Tree:
         exec_id = f"{s.run_id}-e{s.execs}"
         s.subcalls.exec_id = exec_id
         self.ledger.executions += 1
-        timeout = s.env.config.exec_timeout_s + EXEC_GRACE_S
+        timeout = s.env.config.exec_timeout_s + s.env.config.exec_grace_s
         try:
             result = await asyncio.wait_for(in_thread(s.env.execute, code), timeout)
         except TimeoutError:
             # The environment did not interrupt itself: abandon it, start anew.
             with contextlib.suppress(TimeoutError):  # a stuck close is left behind
-                await asyncio.wait_for(in_thread(s.env.close), EXEC_GRACE_S)
+                await asyncio.wait_for(in_thread(s.env.close), s.env.config.exec_grace_s)
             s.env = await in_thread(self._open, s.subcalls, s.context)
             result = ExecResult(
                 error=f"TimeoutError: the block did not stop within {timeout:g} s",

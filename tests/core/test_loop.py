@@ -181,3 +181,32 @@ def test_depth_one_rlm_query_is_a_sub_call_and_depth_zero_disables() -> None:
     result = RLM(root0.model, sub.model, max_depth=0).completion("q", "c")
     assert "disabled" in result.answer
     assert "disabled here" in root0.calls[0][0]["content"]
+
+
+def test_block_stuck_in_c_code_is_abandoned_and_the_env_replaced() -> None:
+    root = ScriptedModel(
+        [
+            "```python\nx = 1\n```",
+            "```python\nimport time\ntime.sleep(60)\n```",
+            "```python\nFINAL('x' in dir())\n```",
+        ]
+    )
+    config = {"exec_timeout_s": 0.3, "exec_grace_s": 0.3}
+    result = RLM(root.model, backend_config=config).completion("q", "ctx")
+    assert result.answer is False  # a fresh namespace: x is gone
+    shown = root.calls[2][-1]["content"]
+    assert "did not stop" in shown and "restarted" in shown
+    executed = [e for e in result.trajectory if isinstance(e, CodeExecuted)]
+    assert executed[1].restarted and executed[1].timed_out
+
+
+def test_timeout_interrupts_python_code_and_keeps_variables() -> None:
+    root = ScriptedModel(
+        [
+            "```python\nx = 41\nwhile True:\n    pass\n```",
+            "```python\nFINAL(x + 1)\n```",
+        ]
+    )
+    result = RLM(root.model, backend_config={"exec_timeout_s": 0.3}).completion("q", "c")
+    assert result.answer == 42
+    assert "TimeoutError" in root.calls[1][-1]["content"]

@@ -33,6 +33,18 @@ pytestmark = pytest.mark.filterwarnings(
 
 
 @pytest.fixture
+def litellm_loop() -> Iterator[None]:
+    # Sync litellm.completion calls asyncio.get_event_loop() for its service-logging hook, which
+    # silently creates a main-thread loop nobody closes; a later asyncio.run() then drops it and
+    # filterwarnings=error fails on the ResourceWarning. Give it a loop we close ourselves.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
+@pytest.fixture
 def server() -> Iterator[FakeOpenAIServer]:
     with FakeOpenAIServer() as srv:
         yield srv
@@ -93,6 +105,7 @@ def test_models_endpoint_and_unprefixed_path(server: FakeOpenAIServer) -> None:
     assert resp.json()["choices"][0]["message"]["content"] == "echo: hi"
 
 
+@pytest.mark.usefixtures("litellm_loop")
 def test_litellm_completion_reports_server_usage(server: FakeOpenAIServer) -> None:
     response: Any = litellm.completion(
         model="openai/fake",
@@ -127,6 +140,7 @@ def test_fail_first_then_success(status: int) -> None:
         assert [c.status for c in srv.calls] == [status, status, 200]
 
 
+@pytest.mark.usefixtures("litellm_loop")
 def test_litellm_max_retries_zero_surfaces_429_once() -> None:
     # litellm's OpenAI client retries 429/5xx by itself (2 retries) unless max_retries=0.
     with FakeOpenAIServer(fail_first=1) as srv:
@@ -193,6 +207,7 @@ def test_streaming_sse(server: FakeOpenAIServer) -> None:
     assert chunks[-1]["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
 
 
+@pytest.mark.usefixtures("litellm_loop")
 def test_litellm_streaming(server: FakeOpenAIServer) -> None:
     stream: Any = litellm.completion(
         model="openai/fake",
