@@ -61,19 +61,28 @@ def bare_gather(n: int, concurrency: int, api_base: str) -> float:
     return asyncio.run(_bare(n, concurrency, api_base))
 
 
+#: Per language: one block that sends every line of the context (``prompt 0``
+#: ... ``prompt N-1``) to the sub-model at once and sets the answer to the
+#: number of replies, checking the last one (the fake server echoes).
+FANOUT_CODE = {
+    "python": (
+        "```python\n"
+        "out = llm_batch(context.splitlines())\n"
+        "assert out[-1] == 'echo: prompt {last}', out[-1]\n"
+        "FINAL(len(out))\n```"
+    ),
+}
+
+
 def run_backend(backend: str, n: int, concurrency: int, api_base: str) -> float:
-    """Seconds the ``llm_batch`` execution took inside ``backend``."""
+    """Seconds the fan-out execution took inside ``backend``."""
     from polyrlm import RLM
     from polyrlm.events import CodeExecuted
+    from polyrlm.registry import get_registry
     from polyrlm.testing.scripted import ScriptedModel
 
-    code = (
-        "```python\n"
-        f"out = llm_batch([f'prompt {{i}}' for i in range({n})])\n"
-        f"assert out[-1] == 'echo: prompt {n - 1}', out[-1]\n"
-        "FINAL(len(out))\n```"
-    )
-    root = ScriptedModel([code])
+    language = get_registry().get(backend).language
+    root = ScriptedModel([FANOUT_CODE[language].format(n=n, last=n - 1)])
     rlm = RLM(
         root.model,
         FAKE_MODEL,
@@ -81,8 +90,9 @@ def run_backend(backend: str, n: int, concurrency: int, api_base: str) -> float:
         max_concurrency=concurrency,
         sub_model_options={"api_base": api_base, "api_key": "fake"},
     )
-    result = rlm.completion("fan out", "")
-    if result.answer != n:
+    context = "\n".join(f"prompt {i}" for i in range(n))
+    result = rlm.completion("fan out", context)
+    if str(result.answer) != str(n):
         raise RuntimeError(f"{backend}: fan-out failed: {result.error or result.answer}")
     return next(e.duration_s for e in result.trajectory if isinstance(e, CodeExecuted))
 

@@ -27,7 +27,8 @@ Responder = Callable[[dict[str, Any]], str]
 
 _MODEL = {"id": "fake", "object": "model", "created": 0, "owned_by": "polyrlm"}
 _MODEL_LIST = json.dumps({"object": "list", "data": [_MODEL]})
-_ERROR_TYPES = {400: "invalid_request_error", 429: "rate_limit_error"}
+_ERROR_TYPES = {401: "authentication_error", 429: "rate_limit_error"}
+_CLI_MODULE = "polyrlm.testing.fake_server"  # not __name__: that is "__main__" under -m
 
 
 def _content_text(content: Any) -> str:  # a string, or the text parts of a list of parts
@@ -156,7 +157,8 @@ class FakeOpenAIServer:
 
     def _error(self, status: int, message: str, model: str, messages: list[Any]) -> web.Response:
         self._record(ServedCall(model, messages, "", 0, 0, status))
-        kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "api_error")
+        default = "server_error" if status >= 500 else "invalid_request_error"
+        kind = _ERROR_TYPES.get(status, default)
         body = {"error": {"message": message, "type": kind, "code": str(status)}}
         return web.Response(status=status, text=json.dumps(body), content_type="application/json")
 
@@ -244,13 +246,7 @@ class FakeServerProcess:
     def __enter__(self) -> FakeServerProcess:
         # stderr goes to a file: a pipe nobody drains could fill up and stall the server.
         self._stderr = tempfile.TemporaryFile()
-        cmd = [
-            sys.executable,
-            "-m",
-            "polyrlm.testing.fake_server",
-            "--latency",
-            repr(self.latency_s),
-        ]
+        cmd = [sys.executable, "-m", _CLI_MODULE, "--latency", repr(self.latency_s)]
         self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
         try:
             self.base_url = self._read_ready(self.process, timeout_s=30.0)

@@ -50,7 +50,9 @@ def server() -> Iterator[FakeOpenAIServer]:
         yield srv
 
 
-def post(srv: FakeOpenAIServer, body: dict[str, Any], path: str = "/chat/completions") -> Any:
+def post(
+    srv: FakeOpenAIServer, body: dict[str, Any], path: str = "/chat/completions"
+) -> httpx.Response:
     return httpx.post(srv.base_url + path, json=body, timeout=10)
 
 
@@ -144,7 +146,7 @@ def test_fail_first_then_success(status: int) -> None:
 def test_litellm_max_retries_zero_surfaces_429_once() -> None:
     # litellm's OpenAI client retries 429/5xx by itself (2 retries) unless max_retries=0.
     with FakeOpenAIServer(fail_first=1) as srv:
-        with pytest.raises(litellm.RateLimitError):
+        with pytest.raises(litellm.exceptions.RateLimitError):
             litellm.completion(
                 model="openai/fake",
                 api_base=srv.base_url,

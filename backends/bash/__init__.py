@@ -1,0 +1,1 @@
+"""Bash backend: a persistent shell (being built)."""

@@ -1,0 +1,1 @@
+"""SQL backend: DuckDB (being built)."""

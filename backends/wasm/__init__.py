@@ -1,0 +1,1 @@
+"""WebAssembly backend: CPython on WASI under wasmtime (being built)."""
