@@ -23,3 +23,12 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
             description="Python in the host process: fastest, not isolated.",
         )
     )
+    register(
+        BackendSpec(
+            name="python",
+            target="polyrlm.backends.python.kernel:KernelPythonEnvironment",
+            requires=("jupyter_client", "ipykernel"),
+            extra="python",
+            description="Python in a Jupyter kernel of its own (a separate process).",
+        )
+    )

@@ -26,7 +26,7 @@ from polyrlm.environment import ContractSnippets, Environment, SubCallFailure, p
 from polyrlm.errors import SubCallError
 from polyrlm.records import ExecResult, State, VarInfo
 
-__all__ = ["PYTHON_CONTRACT", "InlinePythonEnvironment"]
+__all__ = ["PYTHON_CONTRACT", "InlinePythonEnvironment", "context_hint"]
 
 PYTHON_CONTRACT = ContractSnippets(
     print_hello="print('hello')",
@@ -59,7 +59,8 @@ def _clear_interrupt(thread_id: int) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
 
 
-def _context_hint(context: Any) -> str:
+def context_hint(context: Any) -> str:
+    """How the guide describes a loaded Python context."""
     if isinstance(context, str):
         return f"a str of {len(context):,} characters"
     if isinstance(context, dict):
@@ -219,6 +220,6 @@ class InlinePythonEnvironment(Environment):
     def prompt_guide(self) -> str:
         return python_guide(
             flavour="in-process, not sandboxed",
-            context_hint=_context_hint(self._context),
+            context_hint=context_hint(self._context),
             imports="The Python standard library is importable, and whatever the host has.\n",
         )

@@ -9,8 +9,7 @@ import pytest
 from polyrlm import RLM, StopReason
 from polyrlm.records import Role
 from polyrlm.testing.fake_server import FakeOpenAIServer
-
-from .test_loop import FINISH, NEEDLE, PARTITION, haystack
+from tests.core.test_loop import FINISH, NEEDLE, PARTITION, haystack
 
 
 def responder(body: dict[str, Any]) -> str:

@@ -1,0 +1,135 @@
+"""The client side of the host bridge: standard library only.
+
+Out-of-process environments run this file: a Jupyter kernel executes its
+source to get ``llm_query``, ``llm_batch``, ``rlm_query``, ``rlm_batch``;
+a shell runs it as a command (``python bridge_client.py llm PROMPT``). It
+finds the bridge through ``POLYRLM_BRIDGE`` (the socket path) and
+``POLYRLM_BRIDGE_TOKEN``. Nothing here imports polyrlm: the host's
+package, its memory and its credentials stay on the host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from typing import Any
+
+__all__ = [
+    "SubCallError",
+    "SubCallFailure",
+    "call",
+    "llm_batch",
+    "llm_query",
+    "main",
+    "rlm_batch",
+    "rlm_query",
+]
+
+
+class SubCallError(Exception):
+    """A sub-call failed (after the host's retries) or was refused."""
+
+
+class SubCallFailure(str):
+    """A failed item of a batch: a string starting with ``[sub-call failed:``;
+    ``.error`` says why. The other items of the batch are unharmed."""
+
+    error: str
+
+    def __new__(cls, error: str) -> SubCallFailure:
+        self = super().__new__(cls, f"[sub-call failed: {error}]")
+        self.error = error
+        return self
+
+
+def call(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One request to the host; returns the reply object or raises."""
+    path = os.environ.get("POLYRLM_BRIDGE")
+    token = os.environ.get("POLYRLM_BRIDGE_TOKEN")
+    if not path or not token:
+        raise SubCallError("no host bridge here (POLYRLM_BRIDGE is not set)")
+    request = {"token": token, "id": 1, "method": method, "params": params}
+    try:
+        data = json.dumps(request, ensure_ascii=False).encode() + b"\n"
+    except (TypeError, ValueError) as exc:
+        raise SubCallError(f"arguments must be JSON data (str, list, dict): {exc}") from None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(path)
+            sock.sendall(data)
+            with sock.makefile("rb") as stream:
+                line = stream.readline()
+        except OSError as exc:
+            raise SubCallError(f"the host bridge is unreachable: {exc}") from None
+    if not line:
+        raise SubCallError("the host bridge closed the connection without a reply")
+    reply: dict[str, Any] = json.loads(line)
+    if "error" in reply:
+        error = reply["error"]
+        raise SubCallError(f"{error.get('type')}: {error.get('message')}")
+    return reply
+
+
+def _batch(reply: dict[str, Any]) -> list[str]:
+    failures = reply.get("failures") or {}
+    return [
+        SubCallFailure(failures[str(i)]) if str(i) in failures else text
+        for i, text in enumerate(reply["result"])
+    ]
+
+
+def llm_query(prompt: str, model: str | None = None) -> str:
+    """Ask a sub-model; raises :class:`SubCallError` on failure."""
+    return str(call("llm_query", {"prompt": prompt, "model": model})["result"])
+
+
+def llm_batch(prompts: list[str], model: str | None = None) -> list[str]:
+    """Many sub-model calls at once, concurrently; replies in input order."""
+    return _batch(call("llm_batch", {"prompts": list(prompts), "model": model}))
+
+
+def rlm_query(prompt: str, context: Any = None) -> str:
+    """A child recursive model over ``context`` (a plain sub-call at the depth limit)."""
+    return str(call("rlm_query", {"prompt": prompt, "context": context})["result"])
+
+
+def rlm_batch(prompts: list[str], contexts: list[Any] | None = None) -> list[str]:
+    """Many child recursive models at once; replies in input order."""
+    return _batch(call("rlm_batch", {"prompts": list(prompts), "contexts": contexts}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``llm PROMPT`` (stdin, when piped, is appended), ``llm_batch`` (a JSON
+    string per input line, a JSON string per output line), ``rlm PROMPT [FILE]``."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        print("usage: llm PROMPT | llm_batch | rlm PROMPT [FILE]", file=sys.stderr)
+        return 2
+    command, rest = args[0], args[1:]
+    try:
+        if command == "llm":
+            prompt = " ".join(rest)
+            if not sys.stdin.isatty():
+                piped = sys.stdin.read()
+                prompt = f"{prompt}\n\n{piped}" if prompt else piped
+            print(llm_query(prompt))
+        elif command == "llm_batch":
+            prompts = [json.loads(line) for line in sys.stdin if line.strip()]
+            for reply in llm_batch([str(p) for p in prompts]):
+                print(json.dumps(str(reply), ensure_ascii=False))
+        elif command == "rlm":
+            context = open(rest[1]).read() if len(rest) > 1 else None  # noqa: SIM115
+            print(rlm_query(rest[0] if rest else "", context))
+        else:
+            print(f"unknown command {command!r}", file=sys.stderr)
+            return 2
+    except SubCallError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
