@@ -17,7 +17,7 @@ from polyrlm.records import Budget, Result, StopReason
 __all__ = ["main"]
 
 #: Benchmarks by name: each module has ``main(argv) -> int``.
-BENCHMARKS = {"fanout": "polyrlm.bench.fanout"}
+BENCHMARKS = {"fanout": "polyrlm.bench.fanout", "exec": "polyrlm.bench.exec_overhead"}
 
 #: Environment variables read for the default models.
 MODEL_ENV, SUB_MODEL_ENV = "POLYRLM_MODEL", "POLYRLM_SUB_MODEL"
@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     sub.add_parser("backends", help="list the backends and whether they are installed")
-    bench = sub.add_parser("bench", help="run a benchmark: fanout", add_help=False)
+    bench = sub.add_parser("bench", help="run a benchmark: fanout, exec", add_help=False)
     bench.add_argument("name", choices=sorted(BENCHMARKS))
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)

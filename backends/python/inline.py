@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from polyrlm.backends.python.capture import capture
 from polyrlm.backends.python.guide import python_guide
+from polyrlm.backends.python.watchdog import watchdog
 from polyrlm.contexts import load_python_context
 from polyrlm.environment import ContractSnippets, Environment, SubCallFailure, plain_answer
 from polyrlm.errors import SubCallError
@@ -148,18 +149,9 @@ class InlinePythonEnvironment(Environment):
         error: str | None = None
         timed_out = False
         tid = threading.get_ident()
-        lock = threading.Lock()
-        finished = False
-
-        def on_timeout() -> None:
-            with lock:
-                if not finished:
-                    _interrupt(tid)
-
-        timer = threading.Timer(self.config.exec_timeout_s, on_timeout)
         with capture(self.config.capture_limit_chars) as sink:
             try:
-                timer.start()
+                token = watchdog.arm(self.config.exec_timeout_s, lambda: _interrupt(tid))
                 try:
                     body, last = self._compile(code)
                     exec(body, self.ns)
@@ -168,10 +160,8 @@ class InlinePythonEnvironment(Environment):
                         if value is not None:
                             print(repr(value))
                 finally:
-                    with lock:
-                        finished = True
-                        timer.cancel()
-                        _clear_interrupt(tid)
+                    watchdog.disarm(token)  # after this it cannot fire ...
+                    _clear_interrupt(tid)  # ... and one that already fired is dropped
             except ExecTimeout:
                 timed_out = True
                 error = (

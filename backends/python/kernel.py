@@ -217,7 +217,10 @@ class KernelPythonEnvironment(Environment):
                 self.km.interrupt_kernel()
                 deadline = now + self.config.interrupt_grace_s
             try:
-                msg = kc.get_iopub_msg(timeout=min(KERNEL_POLL_S, max(deadline - now, 0.001)))
+                # The channel's own poll: the client's get_iopub_msg spins an
+                # event loop per call, a millisecond per message.
+                wait = min(KERNEL_POLL_S, max(deadline - now, 0.001))
+                msg = kc.iopub_channel.get_msg(timeout=wait)
             except queue.Empty:
                 if not self.km.is_alive():
                     return self._lost("died", started, timed_out), None
@@ -251,7 +254,7 @@ class KernelPythonEnvironment(Environment):
 
     def _shell_reply(self, msg_id: str) -> Any:
         while True:
-            reply = self.kc.get_shell_msg(timeout=self.config.start_timeout_s)
+            reply = self.kc.shell_channel.get_msg(timeout=self.config.start_timeout_s)
             if reply["parent_header"].get("msg_id") == msg_id:
                 value = reply["content"].get("user_expressions", {}).get("r")
                 if value and value.get("status") == "ok":
