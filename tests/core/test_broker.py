@@ -28,6 +28,21 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+def ask(broker: Broker, model: str, content: str = "q", **options: Any) -> str:
+    """One sub-call through the broker, run to completion."""
+    text: str = run(
+        broker.call(
+            [{"role": "user", "content": content}],
+            model=model,
+            role=Role.SUB,
+            depth=1,
+            run_id="r",
+            options=options or None,
+        )
+    )
+    return text
+
+
 def test_batch_keeps_order_and_isolates_errors() -> None:
     def reply(messages: list[dict[str, str]]) -> str:
         prompt = messages[-1]["content"]
@@ -70,15 +85,7 @@ def test_concurrency_limit_holds() -> None:
 def test_retries_on_rate_limit_then_succeeds() -> None:
     model = ScriptedModel(["fine"], fail_first=2)
     broker, _ = make_broker(retry_attempts=3)
-    text = run(
-        broker.call(
-            [{"role": "user", "content": "q"}],
-            model=model.model,
-            role=Role.SUB,
-            depth=1,
-            run_id="r",
-        )
-    )
+    text = ask(broker, model.model)
     assert text == "fine" and len(model.calls) == 3
     assert broker.ledger.usage().total.calls == 1  # one logical call, reserved once
 
@@ -87,15 +94,7 @@ def test_retries_give_up_with_a_clear_error() -> None:
     model = ScriptedModel(["never"], fail_first=5)
     broker, _ = make_broker(retry_attempts=2)
     with pytest.raises(ModelCallFailed, match="RateLimitError"):
-        run(
-            broker.call(
-                [{"role": "user", "content": "q"}],
-                model=model.model,
-                role=Role.SUB,
-                depth=1,
-                run_id="r",
-            )
-        )
+        ask(broker, model.model)
     assert len(model.calls) == 2
     assert broker.ledger.usage().total.failed_calls == 1
 
@@ -107,40 +106,15 @@ def test_non_retryable_error_fails_at_once() -> None:
     model = ScriptedModel(reply)
     broker, _ = make_broker(retry_attempts=4)
     with pytest.raises(ModelCallFailed):
-        run(
-            broker.call(
-                [{"role": "user", "content": "q"}],
-                model=model.model,
-                role=Role.SUB,
-                depth=1,
-                run_id="r",
-            )
-        )
+        ask(broker, model.model)
     assert len(model.calls) == 1
 
 
 def test_unmapped_model_costs_none_mapped_model_has_a_price() -> None:
     model = ScriptedModel(["a"])
     broker, events = make_broker()
-    run(
-        broker.call(
-            [{"role": "user", "content": "q"}],
-            model=model.model,
-            role=Role.SUB,
-            depth=1,
-            run_id="r",
-        )
-    )
-    run(
-        broker.call(
-            [{"role": "user", "content": "q"}],
-            model="openai/gpt-4o-mini",
-            role=Role.SUB,
-            depth=1,
-            run_id="r",
-            options={"mock_response": "hi"},
-        )
-    )
+    ask(broker, model.model)
+    ask(broker, "openai/gpt-4o-mini", mock_response="hi")
     costs = [e.cost_usd for e in events if isinstance(e, ModelCalled)]
     assert costs[0] is None and costs[1] is not None and costs[1] > 0
     total = broker.ledger.usage().total
@@ -151,15 +125,7 @@ def test_prompt_guard_refuses_before_sending() -> None:
     model = ScriptedModel(["never sent"])
     broker, _ = make_broker(windows={model.model: 1_000})
     with pytest.raises(PromptTooLong, match="window"):
-        run(
-            broker.call(
-                [{"role": "user", "content": "word " * 5_000}],
-                model=model.model,
-                role=Role.SUB,
-                depth=1,
-                run_id="r",
-            )
-        )
+        ask(broker, model.model, "word " * 5_000)
     assert model.calls == []
     out = run(broker.batch(["word " * 5_000, "short"], model=model.model, depth=1, run_id="r"))
     assert isinstance(out[0], SubCallFailure) and "window" in out[0]
@@ -171,16 +137,7 @@ def test_prompt_guard_uses_litellm_window() -> None:
     assert broker.window("openai/gpt-4o-mini") == 128_000
     assert broker.window("openai/no-such-model-here") is None
     with pytest.raises(PromptTooLong):
-        run(
-            broker.call(
-                [{"role": "user", "content": "hello " * 200_000}],
-                model="openai/gpt-4o-mini",
-                role=Role.SUB,
-                depth=1,
-                run_id="r",
-                options={"mock_response": "x"},
-            )
-        )
+        ask(broker, "openai/gpt-4o-mini", "hello " * 200_000, mock_response="x")
 
 
 def test_response_cache_serves_repeats_from_disk(tmp_path: Path) -> None:
@@ -188,15 +145,7 @@ def test_response_cache_serves_repeats_from_disk(tmp_path: Path) -> None:
     for expected_calls in (1, 1):
         cache = ResponseCache(tmp_path / "c")
         broker, events = make_broker(cache=cache)
-        text = run(
-            broker.call(
-                [{"role": "user", "content": "q"}],
-                model=model.model,
-                role=Role.SUB,
-                depth=1,
-                run_id="r",
-            )
-        )
+        text = ask(broker, model.model)
         cache.close()
         assert text == "first" and len(model.calls) == expected_calls
     last = [e for e in events if isinstance(e, ModelCalled)][-1]
