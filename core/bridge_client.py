@@ -111,16 +111,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "llm":
             prompt = " ".join(rest)
-            if not sys.stdin.isatty():
-                piped = sys.stdin.read()
+            # Empty stdin (/dev/null, as a shell block's stdin is) adds nothing.
+            piped = "" if sys.stdin.isatty() else sys.stdin.read()
+            if piped:
                 prompt = f"{prompt}\n\n{piped}" if prompt else piped
             print(llm_query(prompt))
         elif command == "llm_batch":
-            prompts = [json.loads(line) for line in sys.stdin if line.strip()]
-            for reply in llm_batch([str(p) for p in prompts]):
+            prompts = []
+            for number, line in enumerate(sys.stdin, 1):
+                if line.strip():
+                    try:
+                        prompts.append(str(json.loads(line)))
+                    except ValueError:
+                        raise SubCallError(
+                            f"input line {number} is not a JSON string: {line[:80]!r} "
+                            "(llm_batch reads one JSON string per line)"
+                        ) from None
+            for reply in llm_batch(prompts):
                 print(json.dumps(str(reply), ensure_ascii=False))
         elif command == "rlm":
-            context = open(rest[1]).read() if len(rest) > 1 else None  # noqa: SIM115
+            try:
+                context = open(rest[1]).read() if len(rest) > 1 else None  # noqa: SIM115
+            except OSError as exc:
+                raise SubCallError(f"cannot read the context file: {exc}") from None
             print(rlm_query(rest[0] if rest else "", context))
         else:
             print(f"unknown command {command!r}", file=sys.stderr)

@@ -16,30 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-__all__ = ["Sink", "capture"]
+from polyrlm.capture import Sink
 
-
-class Sink:
-    """Collected output of one execution, capped at ``limit`` characters."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.parts: list[str] = []
-        self.kept = 0
-        self.dropped = 0
-        self._lock = threading.Lock()
-
-    def write(self, text: str) -> None:
-        with self._lock:
-            room = self.limit - self.kept
-            if room > 0:
-                piece = text[:room]
-                self.parts.append(piece)
-                self.kept += len(piece)
-            self.dropped += max(0, len(text) - max(room, 0))
-
-    def getvalue(self) -> str:
-        return "".join(self.parts)
+__all__ = ["capture"]
 
 
 _sink: ContextVar[Sink | None] = ContextVar("polyrlm_capture_sink", default=None)

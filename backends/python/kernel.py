@@ -134,10 +134,10 @@ class KernelPythonEnvironment(Environment):
     # -- kernel life --
 
     def _start(self) -> None:
-        from jupyter_client import KernelManager
+        from jupyter_client.manager import KernelManager
 
-        class _Manager(KernelManager):  # type: ignore[misc]
-            def format_kernel_cmd(self, extra_arguments: Any = None) -> list[str]:
+        class _Manager(KernelManager):
+            def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
                 cmd: list[str] = super().format_kernel_cmd(extra_arguments)
                 cmd[0] = sys.executable  # this interpreter, not whatever `python` is on PATH
                 return cmd

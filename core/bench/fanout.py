@@ -71,6 +71,21 @@ FANOUT_CODE = {
         "assert out[-1] == 'echo: prompt {last}', out[-1]\n"
         "FINAL(len(out))\n```"
     ),
+    "sql": (
+        "```sql\n"
+        "CREATE TABLE replies AS SELECT line_no, llm(text) AS reply FROM context LIMIT {n};\n"
+        "SELECT CASE WHEN max_by(reply, line_no) = 'echo: prompt {last}' THEN final(count(reply))\n"
+        "ELSE error('last reply: ' || coalesce(max_by(reply, line_no), 'NULL')) END AS n\n"
+        "FROM replies;\n```"
+    ),
+    "bash": (
+        "```bash\n"
+        'to_json < "$CONTEXT" | llm_batch > replies.jsonl\n'
+        "last=$(tail -n 1 replies.jsonl)\n"
+        '[ "$last" = \'"echo: prompt {last}"\' ] ||\n'
+        '  {{ echo "last reply: $last" >&2; exit 1; }}\n'
+        "wc -l < replies.jsonl | final\n```"
+    ),
 }
 
 

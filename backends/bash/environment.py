@@ -1,0 +1,401 @@
+"""``bash``: the model's code runs in one persistent bash process.
+
+One ``bash -i`` per environment (no terminal, no job control), driven over
+its stdin by :class:`~polyrlm.backends.bash.shell.ShellProcess`: each block
+is written to a file and sourced in the shell itself, so the working
+directory, variables, functions and files persist between blocks.
+
+* **Sandbox** (``Config.sandbox``; by default on when bubblewrap is
+  installed): the shell runs under ``bwrap`` with no network, no
+  capabilities, a read-only system, the context read-only, and only its
+  working directory, a private ``/tmp`` and its answer folder writable
+  (:mod:`polyrlm.backends.bash.sandbox`). Without bwrap the shell runs
+  unsandboxed, and says so: in a logged warning, in ``polyrlm backends``, in
+  the prompt guide, and in ``env.sandboxed`` (False).
+* **Context** as files (:mod:`polyrlm.backends.bash.context_files`):
+  ``$CONTEXT`` and ``$CONTEXT_DIR``.
+* **Commands** on PATH (:mod:`polyrlm.backends.bash.scripts`): ``llm``,
+  ``llm_batch``, ``rlm`` through the host bridge, ``to_json`` /
+  ``from_json``, and ``final``, which writes an answer file the host reads
+  after every block.
+* **Limits**: a block past ``exec_timeout_s`` is interrupted (the shell
+  aborts it, and every process it started gets SIGINT, then SIGKILL; its
+  variables stay); a shell that does not stop within ``interrupt_grace_s``
+  (:data:`BASH_INTERRUPT_GRACE_S`), or that exits, is restarted and the
+  model told that its variables and functions are lost (files stay). Output
+  is capped at ``capture_limit_chars``; the rest is read and counted.
+  ``start_timeout_s`` (:data:`BASH_START_TIMEOUT_S`) bounds start-up.
+
+A block whose status is not 0 is an error: its status and the end of its
+stderr (:data:`~polyrlm.backends.bash.shell.SHELL_STDERR_TAIL_CHARS`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shlex
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ClassVar, Self, TypeVar, overload
+
+from pydantic import Field, model_validator
+
+from polyrlm.backends.bash.context_files import ContextPlan, place_context
+from polyrlm.backends.bash.guide import bash_guide
+from polyrlm.backends.bash.reports import error_text, model_variables, shell_names, work_files
+from polyrlm.backends.bash.sandbox import (
+    HostDirs,
+    bwrap_argv,
+    bwrap_path,
+    host_layout,
+    sandbox_layout,
+    shell_env,
+)
+from polyrlm.backends.bash.scripts import (
+    ANSWER_FILE,
+    INIT_SCRIPT,
+    STATE_FUNCTION,
+    block_line,
+    query_line,
+    write_commands,
+)
+from polyrlm.backends.bash.shell import SHELL_STDERR_TAIL_CHARS, RunOutcome, ShellProcess
+from polyrlm.bridge import Bridge
+from polyrlm.environment import ContractSnippets, EnvConfig, Environment, SubCalls
+from polyrlm.errors import BackendUnavailable, ConfigError, EnvironmentCrashed
+from polyrlm.records import ExecResult, State
+
+__all__ = [
+    "BASH_ANSWER_MAX_BYTES",
+    "BASH_CONTRACT",
+    "BASH_INTERRUPT_GRACE_S",
+    "BASH_QUERY_OUTPUT_CHARS",
+    "BASH_START_TIMEOUT_S",
+    "BashEnvironment",
+]
+
+#: Seconds the shell (and its sandbox) may take to start and answer.
+BASH_START_TIMEOUT_S = 10.0
+#: Seconds an interrupted block may take to stop before the shell is restarted.
+BASH_INTERRUPT_GRACE_S = 5.0
+#: Characters of ``read_state``'s variable listing read at most.
+BASH_QUERY_OUTPUT_CHARS = 1_000_000
+#: Bytes of the answer file read at most (the rest is cut, with a note).
+BASH_ANSWER_MAX_BYTES = 16 * 1024**2
+
+BASH_CONTRACT = ContractSnippets(
+    print_hello="echo hello",
+    set_var="x=41",
+    read_var="echo $((x + 1))",
+    context_length='wc -m < "$CONTEXT"',
+    set_answer="final 42",
+    fail="echo boom >&2; false",
+    llm_query="llm ping",
+    llm_batch='printf \'"a"\\n"b"\\n"c"\\n\' | llm_batch | from_json | paste -sd, -',
+    loop_forever="while true; do :; done",
+    flood="yes | head -c 10000000",
+)
+
+T = TypeVar("T")
+_log = logging.getLogger(__name__)
+_warned = False
+
+
+def _warn_unsandboxed() -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        _log.warning(
+            "polyrlm bash backend: bubblewrap (bwrap) is not installed, so the shell is NOT "
+            "sandboxed: the model's commands run as this user, with this machine's files and "
+            "network. Install it (Debian: apt-get install bubblewrap), or pass sandbox=False "
+            "to choose this knowingly."
+        )
+
+
+class _SandboxFlag:
+    """``sandboxed``: on the class, whether the default configuration is
+    sandboxed here (bwrap installed); on an environment, whether it is."""
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any]) -> bool: ...
+    @overload
+    def __get__(self, obj: BashEnvironment, owner: type[Any]) -> bool: ...
+    def __get__(self, obj: BashEnvironment | None, owner: type[Any]) -> bool:
+        return bwrap_path() is not None if obj is None else obj.is_sandboxed
+
+
+class BashEnvironment(Environment):
+    """A persistent bash shell, sandboxed by bubblewrap when it is installed."""
+
+    name: ClassVar[str] = "bash"
+    language: ClassVar[str] = "bash"
+    fence_tags: ClassVar[tuple[str, ...]] = ("bash", "sh", "shell")
+    sandboxed = _SandboxFlag()
+    contract: ClassVar[ContractSnippets] = BASH_CONTRACT
+
+    class Config(EnvConfig):
+        """Options of the bash backend."""
+
+        sandbox: bool | None = Field(
+            None,
+            description="Run under bubblewrap: True requires it, False never, "
+            "None when it is installed.",
+        )
+        start_timeout_s: float = Field(
+            BASH_START_TIMEOUT_S, gt=0, description="Seconds for the shell to start."
+        )
+        interrupt_grace_s: float = Field(
+            BASH_INTERRUPT_GRACE_S,
+            gt=0,
+            description="Seconds a timed-out block may take to stop before a restart.",
+        )
+
+        @model_validator(mode="after")
+        def _grace_below_core_grace(self) -> Self:
+            if self.interrupt_grace_s >= self.exec_grace_s:
+                raise ValueError(
+                    f"interrupt_grace_s ({self.interrupt_grace_s:g}) must be below "
+                    f"exec_grace_s ({self.exec_grace_s:g}), or the core abandons the shell first"
+                )
+            return self
+
+    config: BashEnvironment.Config
+
+    def __init__(self, subcalls: SubCalls, config: EnvConfig | None = None) -> None:
+        if config is not None and not isinstance(config, self.Config):
+            config = self.Config(**config.model_dump(exclude_unset=True))
+        super().__init__(subcalls, config)
+        self._bwrap = bwrap_path()
+        wanted = self.config.sandbox
+        if wanted and self._bwrap is None:
+            raise ConfigError(
+                "the bash backend's sandbox needs bubblewrap (bwrap), which is not installed: "
+                "apt-get install bubblewrap, or pass sandbox=False to run unsandboxed"
+            )
+        self.is_sandboxed: bool = self._bwrap is not None if wanted is None else wanted
+        if not self.is_sandboxed and wanted is None:
+            _warn_unsandboxed()
+        self._closed = False
+        self._shell: ShellProcess | None = None
+        self._plan = ContextPlan()
+        self._baseline: set[str] = set()
+        self._blocks = 0
+        self.dirs = HostDirs(Path(tempfile.mkdtemp(prefix="polyrlm-bash-")))
+        self.bridge: Bridge | None = None
+        # One thread does all the blocking work: bwrap dies with the thread
+        # that started it (--die-with-parent), so that thread lives as long as us.
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="polyrlm-bash")
+        try:
+            self.dirs.make()
+            self.bridge = Bridge(self.subcalls)
+            self.layout = (
+                sandbox_layout() if self.is_sandboxed else host_layout(self.dirs, self.bridge.path)
+            )
+            write_commands(
+                self.dirs.bin,
+                guest_bin=self.layout.bin,
+                answer_path=f"{self.layout.answer}/{ANSWER_FILE}",
+            )
+            (self.dirs.ctl / "init.sh").write_text(INIT_SCRIPT + STATE_FUNCTION)
+            self._plan = place_context("", self.dirs.context, link=not self.is_sandboxed)
+        except BaseException:
+            self.close()
+            raise
+
+    def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise EnvironmentCrashed("the bash environment is closed")
+        return self._pool.submit(fn, *args).result()
+
+    # -- the shell's life --
+
+    def _context_paths(self) -> tuple[str, str]:
+        plan = self._plan
+        folder = self.layout.context if self.is_sandboxed else str(plan.root or self.dirs.context)
+        return (f"{folder}/{plan.context}" if plan.context else folder), folder
+
+    def _argv(self) -> list[str]:
+        bash = shutil.which("bash") or "/bin/bash"
+        shell = [os.path.realpath(bash), "--norc", "--noprofile", "--noediting", "-i", "+m"]
+        if not self.is_sandboxed:
+            return shell
+        assert self._bwrap is not None and self.bridge is not None
+        return [
+            *bwrap_argv(
+                self._bwrap, self.dirs, self.bridge.directory, self._plan.root, self._plan.binds
+            ),
+            *shell,
+        ]
+
+    def _start(self) -> None:
+        assert self.bridge is not None
+        context, folder = self._context_paths()
+        env = shell_env(
+            self.layout,
+            token=self.bridge.token,
+            context=context,
+            context_dir=folder,
+            sandboxed=self.is_sandboxed,
+        )
+        launcher = "bwrap" if self.is_sandboxed else None
+        shell = ShellProcess(self._argv(), env, self.dirs.work, launcher)
+        try:
+            init = shlex.quote(f"{self.layout.ctl}/init.sh")
+            started = self._query(shell, f". {init}", redirect=False)
+            if started.status is None:
+                raise self._start_error(started)
+            shell.locate_shell()
+            listing = self._query(shell, "__polyrlm_state")
+            if listing.status is None:
+                raise self._start_error(listing)
+        except BaseException:
+            shell.stop()
+            raise
+        self._baseline = shell_names(listing.output)
+        self._shell = shell
+
+    def _start_error(self, outcome: RunOutcome) -> Exception:
+        said = outcome.output.strip()[-SHELL_STDERR_TAIL_CHARS:] or "no output"
+        if self.is_sandboxed:
+            return BackendUnavailable(
+                f"bubblewrap could not start the bash sandbox ({said}); "
+                "pass sandbox=False to run the shell unsandboxed"
+            )
+        return EnvironmentCrashed(f"bash did not start ({said})")
+
+    def _query(self, shell: ShellProcess, command: str, *, redirect: bool = True) -> RunOutcome:
+        token = secrets.token_hex(16)
+        cfg = self.config
+        return shell.run(
+            query_line(command, token, redirect=redirect),
+            token,
+            cfg.start_timeout_s,
+            cfg.interrupt_grace_s,
+            BASH_QUERY_OUTPUT_CHARS,
+        )
+
+    def _stop(self) -> None:
+        if self._shell is not None:
+            self._shell.stop()
+            self._shell = None
+
+    def _ensure(self) -> ShellProcess:
+        if self._shell is None:
+            self._start()
+        assert self._shell is not None
+        return self._shell
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._shell is not None:
+                self._shell.kill_tree()  # from this thread: ends a block still running
+            self._pool.submit(self._stop).result()
+            self._pool.shutdown()
+        if self.bridge is not None:
+            self.bridge.close()
+        shutil.rmtree(self.dirs.root, ignore_errors=True)
+
+    # -- the protocol --
+
+    def load_context(self, context: Any) -> None:
+        """Place ``context`` as files and (re)start the shell on it; a shell
+        already running is replaced (its variables go, its files stay)."""
+        self._on_thread(self._load_context, context)
+
+    def execute(self, code: str) -> ExecResult:
+        return self._on_thread(self._execute, code)
+
+    def read_state(self) -> State:
+        return self._on_thread(self._read_state)
+
+    def _load_context(self, context: Any) -> None:
+        self._stop()
+        self._plan = place_context(context, self.dirs.context, link=not self.is_sandboxed)
+        self._start()
+
+    def _execute(self, code: str) -> ExecResult:
+        started = time.perf_counter()
+        shell = self._ensure()
+        self._blocks += 1
+        block = self.dirs.ctl / f"block-{self._blocks}.sh"
+        block.write_text(code.replace("\r\n", "\n"))
+        (self.dirs.ctl / f"block-{self._blocks - 1}.sh").unlink(missing_ok=True)
+        token = secrets.token_hex(16)
+        cfg = self.config
+        outcome = shell.run(
+            block_line(f"{self.layout.ctl}/{block.name}", token),
+            token,
+            cfg.exec_timeout_s,
+            cfg.interrupt_grace_s,
+            cfg.capture_limit_chars,
+        )
+        error = error_text(outcome, cfg.exec_timeout_s)
+        restarted = outcome.died or outcome.stuck
+        if restarted:
+            self._stop()
+            if not self._closed:
+                self._start()
+        answer = self._answer()
+        return ExecResult(
+            output=outcome.output,
+            error=error,
+            truncated_chars=outcome.dropped_chars,
+            duration_s=time.perf_counter() - started,
+            answer_ready=answer is not None,
+            answer=answer,
+            restarted=restarted,
+            timed_out=outcome.timed_out,
+        )
+
+    def _answer(self) -> str | None:
+        """The answer file's text, or None. The sandbox can write that folder:
+        a symlink there must not make us read a host file, nor a FIFO block us."""
+        try:
+            fd = os.open(
+                self.dirs.answer / ANSWER_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+            )
+        except OSError:  # none yet, or a symlink
+            return None
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            data = fh.read(BASH_ANSWER_MAX_BYTES + 1)
+        note = ""
+        if len(data) > BASH_ANSWER_MAX_BYTES:
+            data, note = (
+                data[:BASH_ANSWER_MAX_BYTES],
+                f"\n[answer cut at {BASH_ANSWER_MAX_BYTES} bytes]",
+            )
+        return data.decode("utf-8", "replace").rstrip("\n") + note
+
+    def _read_state(self) -> State:
+        shell = self._ensure()
+        listing = self._query(shell, "__polyrlm_state")
+        variables = model_variables(listing.output, self._baseline)
+        if listing.status is None:  # it died or hung since the last block: start anew
+            variables = []
+            self._stop()
+            self._start()
+        answer = self._answer()
+        return State(
+            variables=(*variables, *work_files(self.dirs.work)),
+            answer=answer,
+            answer_ready=answer is not None,
+        )
+
+    def prompt_guide(self) -> str:
+        return bash_guide(
+            hint=self._plan.hint,
+            context_is_folder=not self._plan.context,
+            sandboxed=self.is_sandboxed,
+            timeout_s=self.config.exec_timeout_s,
+        )

@@ -1,0 +1,96 @@
+"""The prompt guide of the ``bash`` backend: the context as files, the
+commands, the answer idiom, and shell idioms to peek, search, partition and
+map. Tools that may be missing (``rg``, ``jq``) are mentioned only when the
+host has them."""
+
+from __future__ import annotations
+
+import shutil
+
+__all__ = ["bash_guide"]
+
+_GUIDE = """\
+## Your environment: a persistent bash shell ({flavour})
+
+Write bash in ```bash blocks; one block per reply is best. The shell persists between
+blocks: the working directory, variables, functions and files stay. Only a truncated view
+of the output comes back to you, so write big results to files and print summaries
+(`head`, `wc -l`, `sort | uniq -c | sort -rn | head`). Each block reads stdin from
+/dev/null and may run {timeout} s; past that, it is interrupted and every process the shell
+started is stopped (your variables and files stay). A block whose last command fails
+(non-zero exit status) is reported as an error, with the status. `exit N` ends the block,
+not the shell; `set -e` has no effect here.
+
+The context ({hint}), read-only:
+- `$CONTEXT`: {context_role}
+- `$CONTEXT_DIR`: the folder of the context's files. Never print the context whole.
+{sandbox}
+Commands:
+- `llm PROMPT`: ask a sub-model; its reply goes to stdout. Text piped in is appended to
+  the prompt after a blank line: `head -c 50000 "$CONTEXT" | llm "List the people named:"`.
+  The sub-model is strong and has a large window (hand it up to ~100,000 characters at
+  once), but each call costs time and money: prefer few large, focused prompts.
+- `llm_batch`: many sub-model calls at once, concurrently. Reads one JSON string per line
+  (one prompt each) and writes one JSON string per line: the replies, in input order. A
+  failed item's reply starts with "[sub-call failed: ...". Make the input with `to_json`
+  and read the replies with `from_json`{jq}.
+- `to_json [-p PROMPT] [FILE...]`: each stdin line, or each FILE's whole text, as one JSON
+  string line; with `-p`, each item is PROMPT, a blank line, then the text.
+  `to_json -t TEXT` makes one item of TEXT. `from_json`: JSON string lines back to text.
+- `rlm PROMPT [FILE]`: like `llm`, but a recursive model with a shell of its own over
+  FILE's text (a plain sub-model call at the depth limit).
+- `final TEXT` or `... | final`: set your answer; the run ends after this block. The answer
+  is read from here, never from your prose; several lines are fine.
+
+Examples:
+```bash
+# peek
+wc -c -l "$CONTEXT"; head -n 5 "$CONTEXT"; ls "$CONTEXT_DIR" | head
+```
+```bash
+# search
+{search}
+```
+```bash
+# partition + map + reduce
+mkdir -p parts && split -C 100000 -d -a 4 "$CONTEXT" parts/part-
+to_json -p "List every date in this text, one per line:" parts/part-* | llm_batch > replies.jsonl
+from_json < replies.jsonl | sed '/^\\s*$/d' | sort -u > dates.txt
+wc -l < dates.txt; head dates.txt
+```
+```bash
+final "$(wc -l < dates.txt) distinct dates"
+```
+"""
+
+_SANDBOXED = """\
+This shell runs in a sandbox (bubblewrap): no network, a read-only system; only the
+working directory ($HOME, where you start) and /tmp are writable.
+"""
+
+_UNSANDBOXED = """\
+This shell is NOT sandboxed: it runs on the host as the host's user, with its files and
+network. Do not change anything outside the working directory ($HOME, where you start).
+"""
+
+
+def bash_guide(*, hint: str, context_is_folder: bool, sandboxed: bool, timeout_s: float) -> str:
+    """The guide for one environment, with its context and limits written in."""
+    search = 'grep -n -i -m 20 "needle" "$CONTEXT"'
+    if shutil.which("rg"):
+        search += '\nrg -n -i -m 20 "need(le|les)" "$CONTEXT_DIR"   # ripgrep: fast, recursive'
+    else:
+        search += '\ngrep -rn -E -m 20 "need(le|les)" "$CONTEXT_DIR" | head -n 40'
+    if context_is_folder:
+        role = 'the same folder (`ls "$CONTEXT" | head`; search it with `grep -rn`)'
+    else:
+        role = "the context's file"
+    return _GUIDE.format(
+        flavour="sandboxed" if sandboxed else "NOT sandboxed",
+        timeout=f"{timeout_s:g}",
+        hint=hint,
+        context_role=role,
+        sandbox=_SANDBOXED if sandboxed else _UNSANDBOXED,
+        jq=" (or `jq -R .` and `jq -r .`)" if shutil.which("jq") else "",
+        search=search,
+    )

@@ -1,0 +1,308 @@
+"""The SQL functions the model calls: ``llm()``, ``rlm()`` and ``final()``.
+
+Each is a vectorised (Arrow) Python UDF under a hidden name, wrapped by a
+macro of the public name (macros give ``llm(prompt)`` and
+``llm(prompt, model)`` as overloads, and cast any argument type). DuckDB
+hands a UDF a batch of rows (up to 2,048); ``llm()`` sends the whole batch
+to the broker at once (``SubCalls.llm_batch``), so the rows' sub-calls run
+concurrently, and returns the replies in row order. A NULL prompt gives NULL
+without a call; a failed call gives NULL and is counted for the note shown
+under the result.
+
+The UDFs block in DuckDB's threads while the broker works; they wait in a
+helper thread and poll :attr:`SqlFunctions.cancelled`, so a statement's
+timeout stops them within :data:`UDF_POLL_S` (calls already sent finish in
+the background and their replies are dropped).
+
+``final(value)`` holds its value until the statement succeeds, then sets
+the answer: a statement that fails (or is interrupted) sets nothing. It must
+see exactly one row per statement: over several rows it fails, so an answer
+never depends on which row DuckDB happened to evaluate last.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from polyrlm.backends.sql.sources import HIDDEN_PREFIX
+from polyrlm.environment import SubCallFailure, SubCalls
+
+__all__ = [
+    "FAILURES_LISTED",
+    "FUNCTIONS",
+    "UDF_POLL_S",
+    "FunctionSpec",
+    "SqlFunctions",
+    "StatementInterrupted",
+]
+
+#: Seconds between two checks, by a UDF waiting on sub-calls, for an interrupt.
+UDF_POLL_S = 0.05
+#: Distinct sub-call errors quoted per function in the note under a result.
+FAILURES_LISTED = 3
+
+
+#: One batch of sub-calls, run in a helper thread.
+Job = Callable[[], list[str]]
+
+
+class StatementInterrupted(Exception):
+    """Raised inside a UDF when its statement's time is up."""
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One public SQL function, as the guide documents it."""
+
+    name: str
+    signatures: tuple[str, ...]
+    doc: str
+    #: ``CREATE MACRO`` body (after ``name``) calling the hidden UDF.
+    macro: str
+
+
+def _udf(name: str) -> str:
+    return f"{HIDDEN_PREFIX}_{name}"
+
+
+_TEXT = "CAST({} AS VARCHAR)"
+_NULL = "CAST(NULL AS VARCHAR)"
+
+#: What the backend offers the model's SQL; the guide is generated from these.
+FUNCTIONS: tuple[FunctionSpec, ...] = (
+    FunctionSpec(
+        name="llm",
+        signatures=("llm(prompt) -> VARCHAR", "llm(prompt, model) -> VARCHAR"),
+        doc=(
+            "a sub-model's reply (llm_query and llm_batch in one). Vectorised: the rows of a "
+            "query are sent concurrently, in "
+            "batches of up to 2,048 rows, and the replies come back in row order. The sub-model "
+            "is strong and has a large window (hand it up to ~100,000 characters per prompt), "
+            "but each call costs time and money: prefer few large prompts. A NULL prompt gives "
+            "NULL with no call; a failed call gives NULL and is reported under the result. "
+            "`model` picks another sub-model (NULL: the default)."
+        ),
+        macro=(
+            f"(prompt) AS {_udf('llm')}({_TEXT.format('prompt')}, {_NULL}), "
+            f"(prompt, model) AS {_udf('llm')}({_TEXT.format('prompt')}, "
+            f"{_TEXT.format('model')})"
+        ),
+    ),
+    FunctionSpec(
+        name="rlm",
+        signatures=("rlm(prompt) -> VARCHAR", "rlm(prompt, context) -> VARCHAR"),
+        doc=(
+            "like llm(), but each call is a recursive language model with a database of its "
+            "own over `context` (text becomes its table of lines, a list its documents, a "
+            "struct its named tables); without a context the prompt is the context. At the "
+            "depth limit it is a plain sub-model call. Rows run concurrently; a failure gives "
+            "NULL."
+        ),
+        macro=(
+            f"(prompt) AS {_udf('rlm')}({_TEXT.format('prompt')}, {_NULL}), "
+            f"(prompt, context) AS {_udf('rlm')}({_TEXT.format('prompt')}, "
+            f"{_TEXT.format('to_json(context)')})"
+        ),
+    ),
+    FunctionSpec(
+        name="final",
+        signatures=("final(value) -> VARCHAR",),
+        doc=(
+            "sets the answer when the statement succeeds (text stays text; numbers, lists and "
+            "structs keep their type), and the run ends. Call it on exactly one row: over "
+            "several rows it fails, so aggregate first (string_agg, list, count). final(NULL) "
+            "fails too."
+        ),
+        macro=f"(value) AS {_udf('final')}({_TEXT.format('to_json(value)')})",
+    ),
+)
+
+
+def _pa() -> Any:
+    return importlib.import_module("pyarrow")
+
+
+class SqlFunctions:
+    """The UDFs of one environment, with the answer and the failure tally."""
+
+    def __init__(self, subcalls: SubCalls) -> None:
+        self.subcalls = subcalls
+        #: Set by the statement timer: waiting UDFs give up.
+        self.cancelled = threading.Event()
+        self.answer: Any = None
+        self.ready = False
+        #: True once final() ran in the current block.
+        self.final_called = False
+        self._lock = threading.Lock()
+        self._pending: list[Any] = []
+        self._final_rows = 0
+        self._calls: Counter[str] = Counter()
+        self._failed: Counter[str] = Counter()
+        self._errors: dict[str, list[str]] = {}
+
+    # -- registration --
+
+    def register(self, conn: Any) -> None:
+        """Register the hidden UDFs on ``conn`` (a DuckDB connection)."""
+        text = "VARCHAR"
+        for name, fn in (("llm", self._llm), ("rlm", self._rlm)):
+            conn.create_function(
+                _udf(name),
+                fn,
+                [text, text],
+                text,
+                type="arrow",
+                null_handling="special",  # a NULL model or context is meaningful
+                side_effects=True,  # never constant-folded or cached: each call is real
+            )
+        conn.create_function(
+            _udf("final"),
+            self._final,
+            [text],
+            text,
+            type="arrow",
+            null_handling="special",
+            side_effects=True,
+        )
+
+    @staticmethod
+    def macros(catalog: str) -> list[str]:
+        """``CREATE MACRO`` statements for the public names, in ``catalog``."""
+        return [f"CREATE MACRO {catalog}.{f.name}{f.macro}" for f in FUNCTIONS]
+
+    # -- per block and per statement --
+
+    def begin_block(self) -> None:
+        self.cancelled.clear()
+        self.final_called = False
+        with self._lock:
+            self._calls.clear()
+            self._failed.clear()
+            self._errors.clear()
+
+    def begin_statement(self) -> None:
+        with self._lock:
+            self._pending = []
+            self._final_rows = 0
+
+    def end_statement(self, ok: bool) -> None:
+        """Commit final()'s value when the statement succeeded."""
+        with self._lock:
+            if ok and self._pending:
+                self.answer = self._pending[0]
+                self.ready = True
+            self._pending = []
+
+    def notes(self) -> list[str]:
+        """One line per function whose calls failed in this block."""
+        out = []
+        with self._lock:
+            for name in sorted(self._failed):
+                errors = "; ".join(self._errors.get(name, []))
+                out.append(
+                    f"-- {name}(): {self._failed[name]:,} of {self._calls[name]:,} calls failed "
+                    f"and gave NULL. First errors: {errors}"
+                )
+        return out
+
+    # -- the UDFs --
+
+    def _gather(self, jobs: Sequence[Job]) -> list[list[str] | Exception]:
+        """Run ``jobs`` at once in helper threads; wait for all of them, or
+        raise :class:`StatementInterrupted` when the statement is cancelled."""
+        results: list[list[str] | Exception] = [RuntimeError("no result")] * len(jobs)
+        done = threading.Semaphore(0)
+
+        def work(i: int, job: Job) -> None:
+            try:
+                results[i] = job()
+            except Exception as exc:  # reported per row, as a failed call
+                results[i] = exc
+            finally:
+                done.release()
+
+        for i, job in enumerate(jobs):
+            threading.Thread(target=work, args=(i, job), daemon=True, name="polyrlm-sql").start()
+        for _ in jobs:
+            while not done.acquire(timeout=UDF_POLL_S):
+                if self.cancelled.is_set():
+                    raise StatementInterrupted("the statement's time is up")
+        return results
+
+    def _fan_out(self, fn: str, size: int, groups: list[tuple[list[int], Job]]) -> Any:
+        """Run each group's batch at once; the replies land at the group's row
+        indices; rows in no group (NULL prompts) stay NULL."""
+        out: list[str | None] = [None] * size
+        results = self._gather([job for _, job in groups])
+        for (idx, _), result in zip(groups, results, strict=True):
+            self._tally(fn, idx, result, out)
+        pa = _pa()
+        return pa.array(out, type=pa.large_string())
+
+    def _tally(
+        self, fn: str, idx: list[int], result: list[str] | Exception, out: list[str | None]
+    ) -> None:
+        with self._lock:
+            self._calls[fn] += len(idx)
+            if isinstance(result, Exception):
+                self._fail(fn, len(idx), f"{type(result).__name__}: {result}")
+                return
+            for i, reply in zip(idx, result, strict=True):
+                if isinstance(reply, SubCallFailure):
+                    self._fail(fn, 1, reply.error)
+                else:
+                    out[i] = str(reply)
+
+    def _fail(self, fn: str, count: int, error: str) -> None:
+        self._failed[fn] += count
+        listed = self._errors.setdefault(fn, [])
+        if len(listed) < FAILURES_LISTED and error not in listed:
+            listed.append(error)
+
+    def _llm(self, prompts: Any, models: Any) -> Any:
+        ps: list[str | None] = prompts.to_pylist()
+        by_model: dict[str | None, list[int]] = {}
+        for i, (prompt, model) in enumerate(zip(ps, models.to_pylist(), strict=True)):
+            if prompt is not None:
+                by_model.setdefault(model, []).append(i)
+
+        def job(idx: list[int], model: str | None) -> Job:
+            return lambda: self.subcalls.llm_batch([ps[i] or "" for i in idx], model)
+
+        groups = [(idx, job(idx, model)) for model, idx in by_model.items()]
+        return self._fan_out("llm", len(ps), groups)
+
+    def _rlm(self, prompts: Any, contexts: Any) -> Any:
+        ps: list[str | None] = prompts.to_pylist()
+        cs = [None if c is None else json.loads(c) for c in contexts.to_pylist()]
+        idx = [i for i, p in enumerate(ps) if p is not None]
+
+        def job() -> list[str]:
+            return self.subcalls.rlm_batch([ps[i] or "" for i in idx], [cs[i] for i in idx])
+
+        return self._fan_out("rlm", len(ps), [(idx, job)] if idx else [])
+
+    def _final(self, values: Any) -> Any:
+        items: list[str | None] = values.to_pylist()
+        if not items:
+            return _pa().array([], type=_pa().large_string())
+        with self._lock:
+            self.final_called = True
+            self._final_rows += len(items)
+            if self._final_rows > 1:
+                raise ValueError(
+                    f"final() was called on {self._final_rows} rows; call it on exactly one "
+                    "row: aggregate first, e.g. SELECT final(string_agg(x, ', ')) FROM t"
+                )
+            if items[0] is None:
+                raise ValueError("final(NULL): the answer must be a value, not NULL")
+            value = json.loads(items[0])
+            self._pending = [value]
+        shown = value if isinstance(value, str) else items[0]
+        return _pa().array([shown], type=_pa().large_string())

@@ -1,0 +1,215 @@
+"""Query results as compact plain-text tables.
+
+A result is streamed in Arrow batches, so a query of millions of rows never
+sits in memory: the first :data:`ROWS_HEAD` and last :data:`ROWS_TAIL` rows
+are kept and the rest only counted. Cells are cut at :data:`CELL_CHARS`
+(newlines shown as ``\\n``) unless the result is a single value, which is
+shown whole, as it is (so a model can read a chunk of text it selected).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+__all__ = [
+    "CELL_CHARS",
+    "FETCH_BATCH_ROWS",
+    "ROWS_HEAD",
+    "ROWS_TAIL",
+    "Collected",
+    "cap",
+    "collect",
+    "collect_rows",
+    "format_cell",
+    "format_result",
+    "format_rows",
+    "stream",
+]
+
+#: Rows shown from the start of a result.
+ROWS_HEAD = 30
+#: Rows shown from the end of a result (when it has more than ROWS_HEAD + ROWS_TAIL).
+ROWS_TAIL = 10
+#: Characters a cell shows in a result of more than one value.
+CELL_CHARS = 200
+#: Rows per Arrow batch when a result is streamed.
+FETCH_BATCH_ROWS = 10_000
+
+_DML_VERBS = {
+    "INSERT": "inserted",
+    "UPDATE": "updated",
+    "DELETE": "deleted",
+    "MERGE_INTO": "changed",
+    "CREATE": "written",
+}
+
+
+@dataclass
+class Collected:
+    """What is kept of a streamed result."""
+
+    names: list[str]
+    numeric: list[bool]
+    head: list[tuple[Any, ...]] = field(default_factory=list)
+    tail: deque[tuple[Any, ...]] = field(default_factory=lambda: deque(maxlen=ROWS_TAIL))
+    total: int = 0
+
+
+def _rows(batch: Any, start: int, stop: int) -> list[tuple[Any, ...]]:
+    # Column by column: a result may have two columns of the same name.
+    columns = [
+        batch.column(i).slice(start, stop - start).to_pylist() for i in range(batch.num_columns)
+    ]
+    return list(zip(*columns, strict=True))
+
+
+def stream(relation: Any) -> Any:
+    """An Arrow record batch reader over a DuckDB relation's result (runs it)."""
+    reader = getattr(relation, "to_arrow_reader", None)  # DuckDB >= 1.4
+    if reader is None:
+        reader = relation.fetch_arrow_reader
+    return reader(FETCH_BATCH_ROWS)
+
+
+def collect(reader: Any) -> Collected:
+    """Drain an Arrow record batch reader, keeping the rows to show."""
+    pat = importlib.import_module("pyarrow.types")
+    schema = reader.schema
+    numeric = [
+        pat.is_integer(f.type) or pat.is_floating(f.type) or pat.is_decimal(f.type) for f in schema
+    ]
+    out = Collected(names=list(schema.names), numeric=numeric)
+    for batch in reader:
+        n = batch.num_rows
+        start = out.total
+        if len(out.head) < ROWS_HEAD:
+            out.head.extend(_rows(batch, 0, min(n, ROWS_HEAD - len(out.head))))
+        first_tail = max(ROWS_HEAD - start, n - ROWS_TAIL, 0)
+        if first_tail < n:
+            out.tail.extend(_rows(batch, first_tail, n))
+        out.total += n
+    return out
+
+
+def collect_rows(names: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> Collected:
+    """The same as :func:`collect`, from rows already fetched as Python values."""
+    numeric = [
+        bool(rows)
+        and all(isinstance(r[i], int | float | Decimal) for r in rows if r[i] is not None)
+        for i in range(len(names))
+    ]
+    out = Collected(names=list(names), numeric=numeric, total=len(rows))
+    out.head = [tuple(r) for r in rows[:ROWS_HEAD]]
+    out.tail.extend(tuple(r) for r in rows[max(ROWS_HEAD, len(rows) - ROWS_TAIL) :])
+    return out
+
+
+def format_cell(value: Any) -> str:
+    """One value as text, the way SQL people read it."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def _cut(text: str, limit: int) -> tuple[str, bool]:
+    # One line per row: control characters shown escaped.
+    text = text.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    if len(text) <= limit:
+        return text, False
+    return text[: limit - 1] + "…", True
+
+
+def format_rows(
+    names: Sequence[str],
+    numeric: Sequence[bool],
+    rows: Sequence[tuple[Any, ...] | None],
+    cell_chars: int = CELL_CHARS,
+) -> tuple[str, bool]:
+    """A table with `` | `` between cells; ``None`` in ``rows`` is a gap
+    (``...``). Returns the text and whether a cell was cut."""
+    cut_any = False
+    cells: list[list[str] | None] = []
+    for row in rows:
+        if row is None:
+            cells.append(None)
+            continue
+        line = []
+        for value in row:
+            text, cut = _cut(format_cell(value), cell_chars)
+            cut_any |= cut
+            line.append(text)
+        cells.append(line)
+    widths = [len(n) for n in names]
+    for cell_line in cells:
+        for i, text in enumerate(cell_line or []):
+            widths[i] = max(widths[i], len(text))
+
+    def join(line: Sequence[str], align: bool) -> str:
+        parts = []
+        for i, text in enumerate(line):
+            right = align and numeric[i]
+            parts.append(text.rjust(widths[i]) if right else text.ljust(widths[i]))
+        return " | ".join(parts).rstrip()
+
+    out = [join(list(names), False), " | ".join("-" * w for w in widths)]
+    out += ["..." if c is None else join(c, True) for c in cells]
+    return "\n".join(out), cut_any
+
+
+def format_result(statement_type: str, collected: Collected) -> str:
+    """The text shown for one statement's result."""
+    names, total = collected.names, collected.total
+    if not names or (names == ["Success"] and total == 0):
+        return "OK"
+    if names == ["Count"] and statement_type in _DML_VERBS:
+        if total == 0:
+            return "OK"
+        count = collected.head[0][0]
+        noun = "row" if count == 1 else "rows"
+        return f"OK, {count:,} {noun} {_DML_VERBS[statement_type]}"
+    noun = "row" if total == 1 else "rows"
+    if total == 1 and len(names) == 1:  # a single value: whole and as it is
+        value = format_cell(collected.head[0][0])
+        return f"{names[0]}\n{'-' * len(names[0])}\n{value}\n(1 row)"
+    shown: list[tuple[Any, ...] | None] = list(collected.head)
+    tail = list(collected.tail)
+    if total > len(collected.head) + len(tail):
+        shown.append(None)
+    shown += tail
+    table, cut = format_rows(names, collected.numeric, shown)
+    footer = f"({total:,} {noun}"
+    if total > len(collected.head) + len(tail):
+        footer += f"; the first {len(collected.head)} and the last {len(tail)} shown"
+    footer += ")"
+    if cut:
+        footer += (
+            f"\n-- cells longer than {CELL_CHARS} characters were cut; "
+            "select a single value to see it whole"
+        )
+    return f"{table}\n{footer}"
+
+
+def cap(body: str, notes: Sequence[str], limit: int) -> tuple[str, int]:
+    """``body`` and ``notes`` in at most ``limit`` characters: the body's end
+    is cut first (the notes matter more), then the notes'. Returns the text
+    and how many characters were cut."""
+    tail = "\n".join(notes)
+    text = f"{body}\n{tail}" if body and tail else body or tail
+    if len(text) <= limit:
+        return text, 0
+    room = limit - len(tail) - 1
+    if room > 0:
+        return f"{body[:room]}\n{tail}", len(text) - limit
+    return text[:limit], len(text) - limit

