@@ -16,7 +16,13 @@ for _key in ("OPENAI_API_KEY", "OPENAI_API_BASE", "OPENAI_BASE_URL", "ANTHROPIC_
 
 
 #: Prefixes of the temporary directories backends make; none may outlive the suite.
-LEAK_PREFIXES = ("polyrlm-kernel-", "polyrlm-bridge-", "polyrlm-bash-", "polyrlm-sql-", "polyrlm-wasm-")
+LEAK_PREFIXES = (
+    "polyrlm-kernel-",
+    "polyrlm-bridge-",
+    "polyrlm-bash-",
+    "polyrlm-sql-",
+    "polyrlm-wasm-",
+)
 
 
 def _children() -> set[int]:
