@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -16,8 +15,16 @@ from polyrlm.records import Budget, Result, StopReason
 
 __all__ = ["main"]
 
-#: Benchmarks by name: each module has ``main(argv) -> int``.
-BENCHMARKS = {"fanout": "polyrlm.bench.fanout", "exec": "polyrlm.bench.exec_overhead"}
+#: Benchmark suites by name: each module has ``main(argv) -> int``. Tasks
+#: (``polyrlm bench TASK``) come from the ``register_tasks`` hook.
+BENCHMARKS = {
+    "perf": "polyrlm.bench.perf",
+    "fanout": "polyrlm.bench.fanout",
+    "exec": "polyrlm.bench.exec_overhead",
+    "sql-needle": "polyrlm.bench.sql_needle",
+    "bash-grep": "polyrlm.bench.bash_grep",
+    "wasm-perf": "polyrlm.bench.wasm_perf",
+}
 
 #: Environment variables read for the default models.
 MODEL_ENV, SUB_MODEL_ENV = "POLYRLM_MODEL", "POLYRLM_SUB_MODEL"
@@ -135,21 +142,28 @@ def _backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(argv: Sequence[str]) -> int:
+    """``polyrlm bench``: a task (from the hook) or a suite; its own help."""
+    from polyrlm.bench.cli import bench_main
+
+    return bench_main(argv, BENCHMARKS)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="polyrlm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     sub.add_parser("backends", help="list the backends and whether they are installed")
-    bench = sub.add_parser("bench", help="run a benchmark: fanout, exec", add_help=False)
-    bench.add_argument("name", choices=sorted(BENCHMARKS))
-    bench.add_argument("rest", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+    sub.add_parser(
+        "bench", help="benchmarks: a task on every backend, or a suite (perf, fanout, exec)"
+    )
     try:
+        if argv[:1] == ["bench"]:  # bench parses its own arguments (tasks come from plugins)
+            return _bench(argv[1:])
+        args = parser.parse_args(argv)
         if args.command == "run":
             return _run(args)
-        if args.command == "bench":
-            module = importlib.import_module(BENCHMARKS[args.name])
-            return int(module.main(args.rest))
         return _backends(args)
     except PolyrlmError as exc:
         print(f"polyrlm: error: {exc}", file=sys.stderr)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from polyrlm.bench.task import Task
     from polyrlm.events import Event
     from polyrlm.registry import BackendSpec
 
@@ -48,4 +49,16 @@ def on_event(event: Event) -> None:
 
     Called from the run's event loop thread: do little, never block long.
     Exceptions raised here propagate and stop the run.
+    """
+
+
+@hookspec
+def register_tasks(register: Callable[[Task], None]) -> None:
+    """Register benchmark tasks for ``polyrlm bench`` by calling
+    ``register(task)`` with an instance of a :class:`polyrlm.bench.task.Task`
+    subclass: a deterministic generator (``build(rng, seed, size)``), the
+    scorer (``score(instance, answer)``) and, optionally, scripted strategies
+    (``strategies()``). The built-in tasks (``sniah``, ``oolong``,
+    ``oolong-pairs``, ``codeqa``, ``multihop``) register through this hook
+    from :mod:`polyrlm.bench.tasks`. Task names must be unique.
     """

@@ -17,7 +17,10 @@ from polyrlm import hookspecs
 from polyrlm.environment import Environment
 from polyrlm.errors import BackendUnavailable, ConfigError, UnknownBackend
 
-__all__ = ["BackendSpec", "Registry", "get_registry", "plugin_manager"]
+__all__ = ["BUILTIN_TASKS", "BackendSpec", "Registry", "get_registry", "plugin_manager"]
+
+#: The module that registers the built-in benchmark tasks (``register_tasks``).
+BUILTIN_TASKS = "polyrlm.bench.tasks"
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,11 @@ def plugin_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     pm.load_setuptools_entrypoints(hookspecs.PROJECT)
+    # The built-in benchmark tasks: a plugin like any other (register_tasks hook),
+    # added here unless an entry point already loaded it.
+    tasks = importlib.import_module(BUILTIN_TASKS)
+    if not pm.is_registered(tasks):
+        pm.register(tasks, name=BUILTIN_TASKS)
     pm.check_pending()
     return pm
 

@@ -1,0 +1,134 @@
+"""The scorers of the benchmark tasks, as the RLM paper (arXiv 2512.24601) scores them.
+
+* exact match after normalisation (S-NIAH, OOLONG's label answers, multi-hop);
+* ``0.75 ** |y - y_hat|`` for numeric answers (OOLONG);
+* F1 over the listed pairs (OOLONG-Pairs);
+* the chosen option of a multiple-choice question (CodeQA).
+
+Answers come from an environment (a number, a string, a list) or from a base
+model's reply (prose); each scorer accepts both. Scores are in [0, 1].
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = [
+    "NUMERIC_BASE",
+    "choice_score",
+    "exact_match",
+    "normalize",
+    "numeric_score",
+    "pairs_f1",
+    "parse_choice",
+    "parse_number",
+    "parse_pairs",
+]
+
+#: Base of the numeric score: an answer off by d scores NUMERIC_BASE ** d (the paper's 0.75).
+NUMERIC_BASE = 0.75
+
+_ANSWER_LABEL = re.compile(r"^\s*(?:final\s+)?answer\s*(?:is)?\s*[:=\-]\s*", re.IGNORECASE)
+_EDGE = " \t\r\n.,;:!?\"'`()[]{}*"
+_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
+_PAIR = re.compile(r"(\d+)\s*(?:,|;|\band\b|&|-|\s)\s*(\d+)")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(_text(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def normalize(value: Any) -> str:
+    """Case-folded, NFKC, an ``Answer:`` label dropped, edge punctuation and
+    quotes stripped, inner whitespace collapsed: ``' "Blue  Fox." '`` -> ``'blue fox'``."""
+    text = unicodedata.normalize("NFKC", _text(value))
+    text = _ANSWER_LABEL.sub("", text)
+    text = " ".join(text.split()).strip(_EDGE)
+    return " ".join(text.split()).casefold()
+
+
+def exact_match(predicted: Any, expected: Any) -> float:
+    """1.0 when both normalise to the same text, else 0.0."""
+    return float(normalize(predicted) == normalize(expected) != "")
+
+
+def parse_number(value: Any) -> float | None:
+    """The answer as a number: a number itself, or the first number in the
+    text after any ``Answer:`` label (``'about 1,204 records'`` -> 1204)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    match = _NUMBER.search(_ANSWER_LABEL.sub("", _text(value)))
+    return float(match.group(0).replace(",", "")) if match else None
+
+
+def numeric_score(predicted: Any, expected: float) -> float:
+    """``NUMERIC_BASE ** |expected - predicted|``; 0.0 when no number is given."""
+    number = parse_number(predicted)
+    if number is None:
+        return 0.0
+    return float(NUMERIC_BASE ** abs(float(expected) - number))
+
+
+def parse_pairs(value: Any) -> set[tuple[int, int]]:
+    """Unordered pairs of distinct integers, each as ``(low, high)``, from a
+    list of pairs (``[[3, 1], (2, 5)]``) or a text (``'(1, 3)\\n2,5'``)."""
+    pairs: set[tuple[int, int]] = set()
+    items: Iterable[Any]
+    if isinstance(value, list | tuple) and all(isinstance(v, list | tuple) for v in value):
+        items = value
+    else:
+        items = ((a, b) for a, b in _PAIR.findall(_text(value)))
+    for item in items:
+        if len(item) != 2:
+            continue
+        try:
+            a, b = int(item[0]), int(item[1])
+        except (TypeError, ValueError):
+            continue
+        if a != b:
+            pairs.add((min(a, b), max(a, b)))
+    return pairs
+
+
+def pairs_f1(predicted: Any, expected: Iterable[tuple[int, int]]) -> float:
+    """F1 of the predicted pairs against the expected ones (order inside a
+    pair and duplicates do not matter). Both empty: 1.0."""
+    gold = parse_pairs(list(expected))
+    guess = parse_pairs(predicted)
+    if not gold and not guess:
+        return 1.0
+    hits = len(gold & guess)
+    if hits == 0:
+        return 0.0
+    precision, recall = hits / len(guess), hits / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def parse_choice(value: Any, letters: str = "ABCD") -> str | None:
+    """The option letter chosen: ``'B'``, ``'(b)'``, ``'Answer: C) json'``,
+    ``'the answer is D'``; None when the text names no single option letter."""
+    text = _ANSWER_LABEL.sub("", _text(value)).strip()
+    head = re.match(rf"^\(?([{letters}])(?:\)|\.|:|$)", text, re.IGNORECASE)
+    if head:
+        return head.group(1).upper()
+    found = set(re.findall(rf"(?<![A-Za-z])([{letters}])(?![A-Za-z])", text))
+    return found.pop() if len(found) == 1 else None
+
+
+def choice_score(predicted: Any, expected: str, options: dict[str, str] | None = None) -> float:
+    """1.0 when the predicted option is ``expected`` (a letter). A reply that
+    gives an option's text instead of its letter counts when ``options``
+    (letter -> text) is given and the text matches exactly one option."""
+    letter = parse_choice(predicted)
+    if letter is None and options:
+        wanted = normalize(predicted)
+        matches = [k for k, v in options.items() if normalize(v) == wanted]
+        letter = matches[0] if len(matches) == 1 else None
+    return float(letter == expected.upper())
