@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from polyrlm.bench.methods import RunRecord, run_base, run_rlm, run_strategy, skipped
+from polyrlm.bench.methods import RunRecord, run_base, run_record, run_rlm, run_strategy
 from polyrlm.bench.report import DEFAULT_OUT_DIR, write_json
 from polyrlm.bench.task import Instance, Task, get_task, get_tasks
 from polyrlm.errors import ConfigError
@@ -90,7 +90,7 @@ def _runs(
     status = backend_status(backend)
     if method == "rlm":
         if status:
-            return [skipped(instance, backend, method, status)]
+            return [run_record(instance, backend, method, status)]
         return [run_rlm(task, instance, backend, **opts)]
     strategies = task.strategies()
     wanted = opts.get("strategies") or list(strategies)
@@ -98,7 +98,7 @@ def _runs(
     for name in wanted:
         strategy = strategies[name]
         if status:
-            out.append(skipped(instance, backend, "strategy", status, strategy=name))
+            out.append(run_record(instance, backend, "strategy", status, strategy=name))
             continue
         out.append(
             run_strategy(
@@ -183,7 +183,7 @@ def compare(
                         batch += _runs(task, instance, backend, method, opts)
                     except Exception as exc:  # e.g. a backend that fails to start: a row
                         detail = f"{type(exc).__name__}: {exc}"[:300]
-                        batch.append(skipped(instance, backend, method, "error", detail))
+                        batch.append(run_record(instance, backend, method, "error", detail))
             for record in batch:
                 if progress is not None:
                     progress(record)

@@ -85,10 +85,11 @@ def _cut(value: Any) -> Any:
     return value
 
 
-def skipped(
+def run_record(
     instance: Instance, backend: str, method: str, status: str, detail: str = "", **extra: Any
 ) -> RunRecord:
-    """A record of a run that did not happen, and why."""
+    """A record of an instance on a backend: a run that did not happen and why,
+    or (with the run's figures in ``extra``) one that did."""
     return RunRecord(
         task=instance.task,
         backend=backend,
@@ -118,18 +119,14 @@ def _record(
     answered = result.stop_reason == StopReason.ANSWERED or result.fallback
     errors = [e.error for e in result.trajectory if isinstance(e, CodeExecuted) and e.error]
     detail = result.error or (errors[0] if errors else "")
-    return RunRecord(
-        task=instance.task,
-        backend=backend,
-        method=method,
-        size=instance.size,
-        tokens=instance.tokens,
-        seed=instance.seed,
-        status="ok" if answered else ("error" if result.error else "no answer"),
-        detail=_cut(detail.strip()),
+    return run_record(
+        instance,
+        backend,
+        method,
+        "ok" if answered else ("error" if result.error else "no answer"),
+        _cut(detail.strip()),
         score=task.score(instance, result.answer) if answered else 0.0,
         answer=_cut(result.answer),
-        expected=_cut(instance.expected),
         root_tokens=root.total_tokens if root else 0,
         sub_tokens=sub.total_tokens if sub else 0,
         cost_usd=usage.total.cost_usd,
@@ -171,9 +168,9 @@ def run_strategy(
     method, extra = "strategy", {"strategy": strategy.name, "note": strategy.note}
     cls = get_registry().get(backend)
     if cls.language not in strategy.code:
-        return skipped(instance, backend, method, f"no {cls.language} code", **extra)
+        return run_record(instance, backend, method, f"no {cls.language} code", **extra)
     if strategy.needs_sub_model and not sub_model:
-        return skipped(instance, backend, method, "needs --sub-model", **extra)
+        return run_record(instance, backend, method, "needs --sub-model", **extra)
     fence = cls.fence_tags[0]
     blocks = [
         f"```{fence}\n{b}\n```" for b in strategy.blocks(cls.language, strategy_params(instance))
@@ -281,7 +278,7 @@ def run_base(
             _base_call(task, instance, model, dict(options or {}), window)
         )
     except PolyrlmError as exc:
-        return skipped(instance, "-", "base", "error", _cut(str(exc)))
+        return run_record(instance, "-", "base", "error", _cut(str(exc)))
     note = "" if kept >= 1.0 else f"context cut to its first {kept:.0%}"
     return RunRecord(
         task=instance.task,

@@ -150,7 +150,7 @@ def _in_subprocess(path: Path) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    p = argparse.ArgumentParser(prog="polyrlm bench sql_needle", description=__doc__)
+    p = argparse.ArgumentParser(prog="polyrlm bench sql-needle", description=__doc__)
     p.add_argument("--lines", type=int, default=10_000_000, help="lines of the big context")
     p.add_argument("--small-lines", type=int, default=1_000, help="lines of the small context")
     p.add_argument("--repeats", type=int, default=3, help="runs per context (median kept)")

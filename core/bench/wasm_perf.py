@@ -120,7 +120,7 @@ def needle_search(backend: str, context: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    p = argparse.ArgumentParser(prog="polyrlm bench wasm_perf", description=__doc__)
+    p = argparse.ArgumentParser(prog="polyrlm bench wasm-perf", description=__doc__)
     p.add_argument("--repeats", type=int, default=300, help="executions per per-exec column")
     p.add_argument("--skip-cold", action="store_true", help="leave out the cold compile")
     p.add_argument("--probe", help=argparse.SUPPRESS)
