@@ -149,11 +149,28 @@ def _bench(argv: Sequence[str]) -> int:
     return bench_main(argv, BENCHMARKS)
 
 
+def _add_view(sub: Any) -> None:
+    p = sub.add_parser("view", help="write a run's trajectory (JSONL) as one HTML page")
+    p.add_argument("trajectory", help="a JSONL trajectory (--log of polyrlm run)")
+    p.add_argument("-o", "--out", default=None, help="the page (default: TRAJECTORY.html)")
+    p.add_argument("--title", default=None, help="the page's title (default: the question)")
+
+
+def _view(args: argparse.Namespace) -> int:
+    from polyrlm.view import write_html
+
+    source = Path(args.trajectory)
+    out = write_html(source, args.out or source.with_suffix(".html"), title=args.title)
+    print(out)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="polyrlm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
+    _add_view(sub)
     sub.add_parser("backends", help="list the backends and whether they are installed")
     sub.add_parser(
         "bench", help="benchmarks: a task on every backend, or a suite (perf, fanout, exec)"
@@ -164,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command == "run":
             return _run(args)
+        if args.command == "view":
+            return _view(args)
         return _backends(args)
     except PolyrlmError as exc:
         print(f"polyrlm: error: {exc}", file=sys.stderr)

@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
+from polyrlm.view.nodes import Node, Stats, Summary, Trajectory
 from polyrlm.view.page import VIEW_MARKS, VIEW_TEXT_CHARS, embed_json, render_html, write_html
-from polyrlm.view.tree import Node, Stats, Summary, Trajectory, build_tree
+from polyrlm.view.tree import build_tree
 
 __all__ = [
     "VIEW_MARKS",

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from polyrlm.errors import ConfigError
 from polyrlm.events import Event
 from polyrlm.view.assets import PAGE, SCRIPT, STYLE
@@ -87,11 +89,16 @@ def _read(path: Path) -> list[Event]:
         raise ConfigError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{str(path)!r} is not a trajectory: not UTF-8 text") from exc
-    except ValueError as exc:  # pydantic's ValidationError: a line is not an event
-        first = str(exc).splitlines()[:3]
-        raise ConfigError(f"{str(path)!r} is not a trajectory: {' '.join(first)}") from exc
+    except ValidationError as exc:  # a line that is not an event
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        detail = f"{where}: {first['msg']}" if where else first["msg"]
+        raise ConfigError(f"{str(path)!r} is not a trajectory: {detail}") from exc
     if not events:
-        raise ConfigError(f"{str(path)!r} is not a trajectory: it holds no event")
+        raise ConfigError(
+            f"{str(path)!r} is not a trajectory: it holds no complete event "
+            "(write one with `polyrlm run --log FILE` or `RLM(log=FILE)`)"
+        )
     return events
 
 
@@ -104,9 +111,14 @@ def write_html(
     Raises :class:`~polyrlm.errors.ConfigError` for an unreadable file or one
     that is not a trajectory.
     """
-    events = _read(Path(source)) if isinstance(source, str | Path) else source
-    page = render_html(events, title=title)
     target = Path(out)
+    if isinstance(source, str | Path):
+        if Path(source).resolve() == target.resolve():
+            raise ConfigError(f"the page would overwrite its trajectory {str(source)!r}")
+        events = _read(Path(source))
+    else:
+        events = source
+    page = render_html(events, title=title)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(page, encoding="utf-8")

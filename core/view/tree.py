@@ -11,132 +11,13 @@ gives a tree whose unfinished parts say so.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["Node", "Stats", "Summary", "Trajectory", "build_tree", "format_stats"]
+from polyrlm.view.nodes import NOT_FINISHED, Node, Stats, Summary, Trajectory, show
 
-#: Shown for a run whose ``run_finished`` event is missing.
-NOT_FINISHED = "run did not finish"
-
-
-@dataclass(frozen=True)
-class Stats:
-    """Model calls under a node (its own included) and its time."""
-
-    calls: int = 0
-    failed: int = 0
-    cached: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    unpriced: int = 0
-    seconds: float = 0.0
-
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def plus(self, other: Stats) -> Stats:
-        """The call counts added up; the time stays this node's own."""
-        return Stats(
-            calls=self.calls + other.calls,
-            failed=self.failed + other.failed,
-            cached=self.cached + other.cached,
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            completion_tokens=self.completion_tokens + other.completion_tokens,
-            cost_usd=self.cost_usd + other.cost_usd,
-            unpriced=self.unpriced + other.unpriced,
-            seconds=self.seconds,
-        )
-
-
-@dataclass
-class Node:
-    """One row of the viewer: a run, turn, exec, batch, call or answer."""
-
-    kind: str
-    title: str
-    key: str = ""
-    flags: list[str] = field(default_factory=list)
-    sections: list[tuple[str, str]] = field(default_factory=list)
-    children: list[Node] = field(default_factory=list)
-    own: Stats = field(default_factory=Stats)
-    #: Totals of the subtree, filled in by :func:`build_tree`.
-    stats: Stats = field(default_factory=Stats)
-
-    def walk(self) -> Iterable[Node]:
-        yield self
-        for child in self.children:
-            yield from child.walk()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "title": self.title,
-            "flags": self.flags,
-            "stats": format_stats(self.stats),
-            "sections": [{"label": label, "text": text} for label, text in self.sections],
-            "children": [child.to_json() for child in self.children],
-        }
-
-
-@dataclass(frozen=True)
-class Summary:
-    """What the top of the page says about one top-level run."""
-
-    answer: str
-    stop_reason: str
-    finished: bool
-    stats: Stats
-    fallback: bool = False
-    error: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "answer": self.answer,
-            "stop_reason": self.stop_reason,
-            "finished": self.finished,
-            "fallback": self.fallback,
-            "error": self.error,
-            "totals": format_stats(self.stats),
-        }
-
-
-@dataclass(frozen=True)
-class Trajectory:
-    """The tree of a trajectory: top-level runs and what the page shows first."""
-
-    runs: list[Node]
-    summaries: list[Summary]
-    question: str = ""
-
-
-def format_stats(stats: Stats) -> str:
-    """``3 calls · 1,234 tokens (1,000 in, 234 out) · $0.0012 · 1.23 s``."""
-    parts = [f"{stats.calls} call{'s' if stats.calls != 1 else ''}"]
-    if stats.failed:
-        parts[0] += f" ({stats.failed} failed)"
-    if stats.cached:
-        parts[0] += f" ({stats.cached} cached)"
-    parts.append(
-        f"{stats.tokens:,} tokens ({stats.prompt_tokens:,} in, {stats.completion_tokens:,} out)"
-    )
-    cost = f"${stats.cost_usd:.4f}"
-    if stats.unpriced:
-        cost += f" + {stats.unpriced} unpriced"
-    parts.append(cost)
-    parts.append(f"{stats.seconds:.2f} s")
-    return " · ".join(parts)
-
-
-def show(value: Any) -> str:
-    """An answer or other value as text: strings as they are, the rest as JSON."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, indent=1, default=str)
+__all__ = ["build_tree"]
 
 
 def _call_stats(e: Mapping[str, Any]) -> Stats:
@@ -169,13 +50,17 @@ def _call_node(e: Mapping[str, Any], title: str) -> Node:
     return Node("call", title, key=key, flags=flags, sections=sections, own=_call_stats(e))
 
 
+# An item of a turn or an execution, in the order it began: ("exec", key),
+# ("call", key), ("batch", key), ("run", run_id) or ("answer", index).
+Item = tuple[str, str]
+
+
 @dataclass
 class _Exec:
     exec_id: str
     iteration: int
     event: Mapping[str, Any] | None = None
-    #: Sub-calls, batches and child runs in the order they began.
-    items: list[tuple[str, str]] = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)
 
 
 @dataclass
@@ -183,8 +68,7 @@ class _Turn:
     iteration: int
     call: Mapping[str, Any] | None = None
     started: Mapping[str, Any] | None = None
-    execs: list[str] = field(default_factory=list)
-    extra: list[Node] = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)
 
 
 @dataclass
@@ -200,30 +84,38 @@ class _Run:
 
 
 class _Builder:
+    """Collects events by run, turn and execution (keys made unique per run)."""
+
     def __init__(self) -> None:
         self.runs: dict[str, _Run] = {}
         self.execs: dict[str, _Exec] = {}
         self.calls: dict[str, Mapping[str, Any]] = {}
         self.batches: dict[str, tuple[Mapping[str, Any] | None, list[str]]] = {}
+        self.answers: list[Mapping[str, Any]] = []
         self.top: list[str] = []
 
     def run(self, run_id: str) -> _Run:
         if run_id not in self.runs:
             self.runs[run_id] = _Run(run_id)
-            self.top.append(run_id)  # until its run_started says otherwise
+            self.top.append(run_id)  # until its run_started names a parent
         return self.runs[run_id]
 
     def turn(self, run: _Run, iteration: int) -> _Turn:
         run.current = max(run.current, iteration)
         return run.turns.setdefault(iteration, _Turn(iteration))
 
-    def exec(self, run: _Run, exec_id: str) -> _Exec:
-        if exec_id not in self.execs:
+    def under(self, run: _Run, exec_id: Any) -> list[Item]:
+        """Where an item made by ``exec_id`` goes: that execution, or the
+        turn under way when it was made outside one."""
+        if exec_id is None:
+            return self.turn(run, run.current or 1).items
+        key = f"{run.run_id}/{exec_id}"
+        if key not in self.execs:
             # First seen through a sub-call: it belongs to the turn under way.
             iteration = run.current or 1
-            self.execs[exec_id] = _Exec(exec_id, iteration)
-            self.turn(run, iteration).execs.append(exec_id)
-        return self.execs[exec_id]
+            self.execs[key] = _Exec(str(exec_id), iteration)
+            self.turn(run, iteration).items.append(("exec", key))
+        return self.execs[key].items
 
     def add(self, e: Mapping[str, Any]) -> None:
         kind = e.get("event")
@@ -232,26 +124,19 @@ class _Builder:
             self.started(run, e)
         self.seen(run, float(e.get("ts") or 0.0))
         if kind == "turn_started":
-            turn = self.turn(run, int(e.get("iteration") or run.current + 1))
-            turn.started = e
+            self.turn(run, int(e.get("iteration") or run.current + 1)).started = e
         elif kind == "model_called":
             self.called(run, e)
         elif kind == "batch_started":
-            ex = self.exec(run, str(e.get("exec_id")))
-            batch_id = str(e.get("batch_id"))
-            self.batches.setdefault(batch_id, (e, []))
-            ex.items.append(("batch", batch_id))
+            key = f"{run.run_id}/{e.get('batch_id')}"
+            if key not in self.batches:
+                self.batches[key] = (e, [])
+                self.under(run, e.get("exec_id")).append(("batch", key))
         elif kind == "code_executed":
-            ex = self.exec(run, str(e.get("exec_id")))
-            ex.event = e
-            iteration = int(e.get("iteration") or ex.iteration)
-            if iteration != ex.iteration:  # the explicit iteration wins over the guess
-                self.turn(run, ex.iteration).execs.remove(ex.exec_id)
-                self.turn(run, iteration).execs.append(ex.exec_id)
-                ex.iteration = iteration
+            self.executed(run, e)
         elif kind == "answer_set":
-            node = Node("answer", "answer set", sections=[("answer", show(e.get("answer")))])
-            self.turn(run, run.current or 1).extra.append(node)
+            self.answers.append(e)
+            self.turn(run, run.current or 1).items.append(("answer", str(len(self.answers) - 1)))
         elif kind == "run_finished":
             run.finish = e
 
@@ -269,41 +154,60 @@ class _Builder:
     def started(self, run: _Run, e: Mapping[str, Any]) -> None:
         run.start = e
         parent_id = e.get("parent_run_id")
-        if parent_id is None:
+        if parent_id is None or str(parent_id) == run.run_id or run.run_id not in self.top:
             return
         self.top.remove(run.run_id)
         parent = self.run(str(parent_id))
         if e.get("parent_exec_id") is not None:
-            self.exec(parent, str(e["parent_exec_id"])).items.append(("run", run.run_id))
+            self.under(parent, e["parent_exec_id"]).append(("run", run.run_id))
         else:
             parent.children.append(run.run_id)
 
     def called(self, run: _Run, e: Mapping[str, Any]) -> None:
-        call_id = str(e.get("call_id"))
-        self.calls[call_id] = e
+        key = f"{run.run_id}/{e.get('call_id')}"
+        self.calls[key] = e
         if e.get("role") == "root" and e.get("exec_id") is None:
             run.root_calls += 1
             pending = run.turns.get(run.current)
             if pending is not None and pending.started is not None and pending.call is None:
-                pending.call = e  # the turn_started event named this turn
-            else:
+                pending.call = e  # its turn_started named the turn
+            else:  # no turn_started: the n-th root call is turn n
                 self.turn(run, run.root_calls).call = e
             return
-        if e.get("exec_id") is None:  # a sub-call made outside an execution
-            node = _call_node(e, "sub-call")
-            self.turn(run, run.current or 1).extra.append(node)
+        items = self.under(run, e.get("exec_id"))
+        if e.get("batch_id") is None:
+            items.append(("call", key))
             return
-        ex = self.exec(run, str(e["exec_id"]))
-        batch_id = e.get("batch_id")
-        if batch_id is None:
-            ex.items.append(("call", call_id))
-            return
-        if str(batch_id) not in self.batches:  # its batch_started is missing
-            self.batches[str(batch_id)] = (None, [])
-            ex.items.append(("batch", str(batch_id)))
-        self.batches[str(batch_id)][1].append(call_id)
+        batch = f"{run.run_id}/{e['batch_id']}"
+        if batch not in self.batches:  # its batch_started is missing
+            self.batches[batch] = (None, [])
+            items.append(("batch", batch))
+        self.batches[batch][1].append(key)
+
+    def executed(self, run: _Run, e: Mapping[str, Any]) -> None:
+        self.under(run, e.get("exec_id"))
+        key = f"{run.run_id}/{e.get('exec_id')}"
+        ex = self.execs[key]
+        ex.event = e
+        iteration = int(e.get("iteration") or ex.iteration)
+        if iteration != ex.iteration:  # the event's own iteration wins over the guess
+            self.turn(run, ex.iteration).items.remove(("exec", key))
+            self.turn(run, iteration).items.append(("exec", key))
+            ex.iteration = iteration
 
     # -- assembly --
+
+    def item(self, kind: str, key: str) -> Node:
+        if kind == "exec":
+            return self.exec_node(self.execs[key])
+        if kind == "call":
+            return _call_node(self.calls[key], "sub-call")
+        if kind == "batch":
+            return self.batch_node(key)
+        if kind == "answer":
+            answer = show(self.answers[int(key)].get("answer"))
+            return Node("answer", "answer set", sections=[("answer", answer)])
+        return self.run_node(self.runs[key])
 
     def run_node(self, run: _Run) -> Node:
         s = run.start or {}
@@ -332,32 +236,29 @@ class _Builder:
 
     def turn_node(self, turn: _Turn) -> Node:
         node = Node("turn", f"turn {turn.iteration}", key=str(turn.iteration))
-        seconds = 0.0
         if turn.call is None:
             node.flags.append("no reply")
         else:
             call = _call_node(turn.call, "root call")
-            node.flags = call.flags
             # A root call's prompt is the newest message only (the first turn's
             # question, later the observation of the previous turn).
             names = {"prompt": "prompt (newest message)", "response": "reply"}
+            node.flags = call.flags
             node.sections = [(names.get(k, k), v) for k, v in call.sections]
             node.own = call.own
-            seconds = call.own.seconds
-        for exec_id in turn.execs:
-            child = self.exec_node(self.execs[exec_id])
-            node.children.append(child)
-            seconds += child.own.seconds
-        node.children += turn.extra
+        node.children = [self.item(kind, key) for kind, key in turn.items]
+        # The turn's time: its root call, then its code (sub-calls run inside it).
+        seconds = node.own.seconds + sum(c.own.seconds for c in node.children if c.kind == "exec")
         node.own = replace(node.own, seconds=seconds)
         return node
 
     def exec_node(self, ex: _Exec) -> Node:
         e = ex.event
+        node = Node("exec", f"execution {ex.exec_id}", key=ex.exec_id)
         if e is None:
-            node = Node("exec", f"execution {ex.exec_id}", key=ex.exec_id, flags=["did not finish"])
+            node.flags.append("did not finish")
         else:
-            node = Node("exec", f"{e.get('language', '?')} execution", key=ex.exec_id)
+            node.title = f"{e.get('language', '?')} execution"
             node.own = Stats(seconds=float(e.get("duration_s") or 0.0))
             node.sections = [("code", str(e.get("code", ""))), ("output", str(e.get("output", "")))]
             if e.get("error") is not None:
@@ -368,25 +269,20 @@ class _Builder:
                     node.flags.append(flag.replace("_", " "))
             if e.get("truncated_chars"):
                 node.flags.append(f"truncated ({e['truncated_chars']:,} chars dropped)")
-        for kind, item_id in ex.items:
-            if kind == "call":
-                node.children.append(_call_node(self.calls[item_id], "sub-call"))
-            elif kind == "batch":
-                node.children.append(self.batch_node(item_id))
-            else:
-                node.children.append(self.run_node(self.runs[item_id]))
+        node.children = [self.item(kind, key) for kind, key in ex.items]
         return node
 
-    def batch_node(self, batch_id: str) -> Node:
-        start, call_ids = self.batches[batch_id]
-        calls = [self.calls[c] for c in call_ids]
+    def batch_node(self, key: str) -> Node:
+        start, call_keys = self.batches[key]
+        calls = [self.calls[c] for c in call_keys]
         size = int(start.get("size") or 0) if start else len(calls)
-        node = Node("batch", f"llm_batch {size} prompt{'s' if size != 1 else ''}", key=batch_id)
+        title = f"llm_batch {size} prompt{'s' if size != 1 else ''}"
+        node = Node("batch", title, key=key.split("/", 1)[1])
         node.children = [_call_node(c, f"prompt {i}") for i, c in enumerate(calls, 1)]
         if len(calls) < size:
             node.flags.append(f"{len(calls)} of {size} answered")
         ends = [float(c.get("ts") or 0.0) for c in calls]
-        if start is not None and ends:
+        if start is not None and ends:  # wall time: from the fan-out to the last reply
             node.own = Stats(seconds=max(0.0, max(ends) - float(start.get("ts") or 0.0)))
         elif calls:
             node.own = Stats(seconds=max(float(c.get("latency_s") or 0.0) for c in calls))
