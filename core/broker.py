@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tenacity import (
     AsyncRetrying,
@@ -32,9 +32,12 @@ from polyrlm.config import (
 )
 from polyrlm.environment import SubCallFailure
 from polyrlm.errors import BudgetExhausted, ModelCallFailed, PromptTooLong, SubCallError
-from polyrlm.events import Event, ModelCalled
+from polyrlm.events import BatchStarted, Event, ModelCalled
 from polyrlm.ledger import Ledger
 from polyrlm.records import Role
+
+if TYPE_CHECKING:
+    from polyrlm.replay import ReplayBook
 
 __all__ = ["Broker", "litellm_module"]
 
@@ -76,6 +79,7 @@ class Broker:
         retry_initial_wait_s: float = RETRY_INITIAL_WAIT_S,
         call_timeout_s: float = CALL_TIMEOUT_S,
         windows: Mapping[str, int] | None = None,
+        replay: ReplayBook | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -86,9 +90,14 @@ class Broker:
         self.retry_attempts = retry_attempts
         self.retry_initial_wait_s = retry_initial_wait_s
         self.call_timeout_s = call_timeout_s
-        self._windows: dict[str, int | None] = dict(windows or {})
+        #: Window overrides given by the caller (the rest come from litellm).
+        self.windows: dict[str, int] = dict(windows or {})
+        self._windows: dict[str, int | None] = dict(self.windows)
         self._unpriced: set[str] = set()
         self._ids = itertools.count(1)
+        self._batch_ids = itertools.count(1)
+        #: Serves every call from a recorded trajectory instead of a provider.
+        self.replay = replay
         self._sem: asyncio.Semaphore | None = None
         self._lm = litellm_module()
         self._retry_on = _retryable()
@@ -142,6 +151,7 @@ class Broker:
         depth: int,
         run_id: str,
         exec_id: str | None = None,
+        batch_id: str | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> str:
         """One model call; returns the reply text.
@@ -161,6 +171,7 @@ class Broker:
                     run_id=run_id,
                     call_id=call_id,
                     exec_id=exec_id,
+                    batch_id=batch_id,
                     role=role,
                     depth=depth,
                     model=model,
@@ -173,6 +184,8 @@ class Broker:
                 )
             )
 
+        if self.replay is not None:
+            return self._replayed(self.replay, role, depth, run_id, digest, shown, report)
         cached = self.cache.get(digest) if self.cache is not None else None
         if cached is not None:
             self.ledger.check_depth(depth)
@@ -225,6 +238,42 @@ class Broker:
             self.cache.put(digest, (text, pt, ct))
         return str(text)
 
+    def _replayed(
+        self,
+        book: ReplayBook,
+        role: Role,
+        depth: int,
+        run_id: str,
+        digest: str,
+        prompt: str,
+        report: Callable[..., None],
+    ) -> str:
+        """A call served from the record: the ledger counts it as the
+        original was counted, so budget stops happen at the same step."""
+        recorded = book.serve(role=role, run_id=run_id, digest=digest, prompt=prompt)
+        if recorded.cached:
+            self.ledger.check_depth(depth)
+            self.ledger.record(role, depth, cost_usd=0.0, cached=True)
+        else:
+            self.ledger.reserve_call(depth)
+            if recorded.error is not None:
+                self.ledger.record(role, depth, failed=True)
+                report(None, error=recorded.error)
+                raise ModelCallFailed(recorded.error)
+            pt, ct = recorded.prompt_tokens, recorded.completion_tokens
+            self.ledger.record(
+                role, depth, prompt_tokens=pt, completion_tokens=ct, cost_usd=recorded.cost_usd
+            )
+        text = recorded.response or ""
+        report(
+            text,
+            recorded.prompt_tokens,
+            recorded.completion_tokens,
+            cost_usd=recorded.cost_usd,
+            cached=recorded.cached,
+        )
+        return text
+
     async def batch(
         self,
         prompts: Sequence[str],
@@ -237,6 +286,12 @@ class Broker:
     ) -> list[str]:
         """Concurrent sub-calls in input order; a failed item becomes a
         :class:`SubCallFailure` and the others are unharmed."""
+        batch_id = f"b{next(self._batch_ids)}"
+        self.emit(
+            BatchStarted(
+                run_id=run_id, batch_id=batch_id, exec_id=exec_id, depth=depth, size=len(prompts)
+            )
+        )
 
         async def one(prompt: str) -> str:
             try:
@@ -247,6 +302,7 @@ class Broker:
                     depth=depth,
                     run_id=run_id,
                     exec_id=exec_id,
+                    batch_id=batch_id,
                     options=options,
                 )
             except (SubCallError, BudgetExhausted, ModelCallFailed) as exc:

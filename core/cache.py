@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from polyrlm.recording import public_options
+
 __all__ = ["CachedReply", "ResponseCache", "request_digest"]
 
 #: Bytes the cache may occupy on disk before diskcache evicts old entries.
@@ -14,9 +16,10 @@ CACHE_SIZE_LIMIT_BYTES = 2 * 1024**3
 
 
 def request_digest(model: str, messages: list[dict[str, Any]], options: dict[str, Any]) -> str:
-    """sha256 of everything that decides a reply (model, messages, options)."""
+    """sha256 of everything that decides a reply (model, messages, options;
+    credentials left out)."""
     blob = json.dumps(
-        {"model": model, "messages": messages, "options": options},
+        {"model": model, "messages": messages, "options": public_options(options)},
         sort_keys=True,
         default=str,
         ensure_ascii=False,

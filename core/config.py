@@ -10,6 +10,7 @@ __all__ = [
     "CAPTURE_LIMIT_CHARS",
     "CHARS_PER_TOKEN",
     "CHILD_QUESTION_CHARS",
+    "CREDENTIAL_OPTIONS",
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_MAX_DEPTH",
     "DEFAULT_MAX_ITERATIONS",
@@ -25,6 +26,21 @@ __all__ = [
 
 #: Version of the trajectory JSONL format; written on every line.
 SCHEMA_VERSION = 1
+
+#: Model options that are credentials: never written to a trajectory, never
+#: part of a request's digest (the same request with another key is the same).
+CREDENTIAL_OPTIONS = frozenset(
+    {
+        "api_key",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "azure_ad_token",
+        "vertex_credentials",
+        "extra_headers",
+        "headers",
+    }
+)
 
 #: Model calls in flight at once per recursion tree (the broker's semaphore).
 DEFAULT_MAX_CONCURRENCY = 16

@@ -17,12 +17,14 @@ from polyrlm.records import Frozen, Role, StopReason, Tally
 
 __all__ = [
     "AnswerSet",
+    "BatchStarted",
     "CodeExecuted",
     "Event",
     "EventBase",
     "ModelCalled",
     "RunFinished",
     "RunStarted",
+    "TurnStarted",
     "event_adapter",
 ]
 
@@ -43,12 +45,33 @@ class RunStarted(EventBase):
     model: str
     sub_model: str
     context_meta: dict[str, Any]
+    settings: dict[str, Any] | None = Field(
+        None, description="Root run: budget, backend config and model options (no credentials)."
+    )
+    context_source: dict[str, Any] | None = Field(
+        None, description="Root run: the context itself when small, else a fingerprint (replay)."
+    )
+
+
+class TurnStarted(EventBase):
+    event: Literal["turn_started"] = "turn_started"
+    depth: int
+    iteration: int = Field(description="1-based root turn; the root call follows.")
+
+
+class BatchStarted(EventBase):
+    event: Literal["batch_started"] = "batch_started"
+    batch_id: str
+    exec_id: str | None = Field(None, description="The execution that made this batch.")
+    depth: int = Field(description="Depth of the sub-calls.")
+    size: int = Field(description="Prompts in the batch.")
 
 
 class ModelCalled(EventBase):
     event: Literal["model_called"] = "model_called"
     call_id: str
     exec_id: str | None = Field(None, description="The execution that made this sub-call.")
+    batch_id: str | None = Field(None, description="The llm_batch this sub-call belongs to.")
     role: Role
     depth: int
     model: str
@@ -79,6 +102,7 @@ class CodeExecuted(EventBase):
 
 class AnswerSet(EventBase):
     event: Literal["answer_set"] = "answer_set"
+    exec_id: str | None = Field(None, description="The execution that set the answer.")
     answer: Any
 
 
@@ -93,7 +117,7 @@ class RunFinished(EventBase):
 
 
 Event = Annotated[
-    RunStarted | ModelCalled | CodeExecuted | AnswerSet | RunFinished,
+    RunStarted | TurnStarted | ModelCalled | BatchStarted | CodeExecuted | AnswerSet | RunFinished,
     Field(discriminator="event"),
 ]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import threading
 import uuid
 from collections.abc import Callable
@@ -25,10 +26,11 @@ from polyrlm.errors import (
     ModelCallFailed,
     SubCallError,
 )
-from polyrlm.events import AnswerSet, CodeExecuted, Event, RunFinished, RunStarted
+from polyrlm.events import AnswerSet, CodeExecuted, Event, RunFinished, RunStarted, TurnStarted
 from polyrlm.ledger import Ledger
 from polyrlm.parsing import extract_blocks, format_exec_observation, select_blocks
 from polyrlm.prompts import FALLBACK_PROMPT, NO_CODE_PROMPT, first_user_message, system_prompt
+from polyrlm.recording import context_record, public_options
 from polyrlm.records import Budget, ExecResult, Role, StopReason
 from polyrlm.subcalls import LoopSubCalls
 
@@ -77,6 +79,22 @@ class Settings:
     root_options: dict[str, Any] = field(default_factory=dict)
     sub_options: dict[str, Any] = field(default_factory=dict)
     stop_at_code_end: bool = True
+
+    def record(self, broker: Broker) -> dict[str, Any]:
+        """What a replay needs to rebuild this tree (JSON values, no credentials)."""
+        config = self.env_config
+        record = {
+            "budget": self.budget.model_dump(mode="json"),
+            "backend_config": None if config is None else config.model_dump(mode="json"),
+            "child_model": self.child_model,
+            "root_options": public_options(self.root_options),
+            "sub_options": public_options(self.sub_options),
+            "stop_at_code_end": self.stop_at_code_end,
+            "max_concurrency": broker.max_concurrency,
+            "windows": broker.windows,
+        }
+        result: dict[str, Any] = json.loads(json.dumps(record, default=repr))
+        return result
 
 
 @dataclass(frozen=True)
@@ -130,6 +148,7 @@ class Tree:
         :class:`ConfigError`; in a child it is the calling code's error."""
         run_id = uuid.uuid4().hex[:12]
         subcalls = LoopSubCalls(self, asyncio.get_running_loop(), depth, run_id)
+        source = context_record(context) if depth == 0 else None  # before: it may raise
         try:
             env = await in_thread(self._open, subcalls, context)
         except ConfigError as exc:
@@ -148,6 +167,8 @@ class Tree:
                 model=self.settings.model if depth == 0 else self.settings.child_model,
                 sub_model=self.settings.sub_model,
                 context_meta=describe_context(context),
+                settings=self.settings.record(self.broker) if depth == 0 else None,
+                context_source=source,
             )
         )
         outcome = Outcome(None, StopReason.ERROR, error="run did not finish")
@@ -191,6 +212,7 @@ class Tree:
             last = iteration > budget.max_iterations
             if last:  # out of turns: ask once for the answer
                 messages[-1]["content"] += "\n\n" + FALLBACK_PROMPT
+            self.emit(TurnStarted(run_id=s.run_id, depth=s.depth, iteration=iteration))
             reply = await self._root_call(s, messages)
             messages.append({"role": "assistant", "content": reply})
             observation, result = await self._run_reply(s, reply, iteration)
@@ -251,7 +273,9 @@ class Tree:
             head = f"[block {number} of {len(runnable)}]\n" if len(runnable) > 1 else ""
             parts.append(head + shown)
             if result.answer_ready:
-                self.emit(AnswerSet(run_id=s.run_id, answer=result.answer))
+                self.emit(
+                    AnswerSet(run_id=s.run_id, exec_id=s.subcalls.exec_id, answer=result.answer)
+                )
                 return "\n\n".join(parts), result
             if self.ledger.exhausted is not None:
                 break

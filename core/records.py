@@ -14,8 +14,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Budget",
+    "Divergence",
     "ExecResult",
     "Frozen",
+    "ReplayReport",
     "Result",
     "Role",
     "State",
@@ -136,6 +138,66 @@ class ExecResult(Frozen):
     timed_out: bool = False
 
 
+class Divergence(Frozen):
+    """Where a replay came out differently from its record, and why."""
+
+    step: str = Field(description="The step, e.g. 'root step 2 (turn 2)'.")
+    position: int | None = Field(
+        None, description="1-based position of the recorded event (its line in a JSONL file)."
+    )
+    what: str = Field(
+        description="code, output, error, answer, stop_reason, request, missing or extra."
+    )
+    why: str
+    recorded: Any = None
+    replayed: Any = None
+
+
+class ReplayReport(Frozen):
+    """The outcome of a replay, step by step against the record."""
+
+    steps: int = Field(description="Recorded steps (code blocks) compared.")
+    matching_steps: int = Field(description="Steps whose code, output, error and answer matched.")
+    recorded_answer: Any = None
+    replayed_answer: Any = None
+    recorded_stop_reason: str | None = None
+    replayed_stop_reason: str | None = None
+    divergences: tuple[Divergence, ...] = Field((), description="Earliest in the record first.")
+
+    @property
+    def identical(self) -> bool:
+        """Every step, the answer and the stop reason came out the same."""
+        return not self.divergences
+
+    @property
+    def first(self) -> Divergence | None:
+        return self.divergences[0] if self.divergences else None
+
+    def summary(self) -> str:
+        """A few lines for people: the verdict, then the first divergence."""
+        if self.identical:
+            return (
+                f"replay identical: {self.steps} steps, answer {self.replayed_answer!r}, "
+                f"stop {self.replayed_stop_reason}"
+            )
+        d = self.divergences[0]
+        where = f" (record line {d.position})" if d.position else ""
+        lines = [
+            f"replay diverged: {self.matching_steps} of {self.steps} steps matched, "
+            f"{len(self.divergences)} divergence(s)",
+            f"first at {d.step}{where}: {d.what} differs",
+            f"  why: {d.why}",
+        ]
+        if d.recorded is not None or d.replayed is not None:
+            lines += [f"  recorded: {_cut(d.recorded)}", f"  replayed: {_cut(d.replayed)}"]
+        return "\n".join(lines)
+
+
+def _cut(value: Any, limit: int = 300) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... [{len(text)} chars]"
+
+
 class Result(Frozen):
     """What :meth:`RLM.completion` returns."""
 
@@ -145,3 +207,6 @@ class Result(Frozen):
     error: str | None = Field(None, description="The fatal error, when stop_reason is error.")
     usage: Usage
     trajectory: tuple[Event, ...] = Field((), description="Every event of the tree, in order.")
+    replay: ReplayReport | None = Field(
+        None, description="When run with replay=...: how it compares with the record."
+    )

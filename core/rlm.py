@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,10 @@ class RLM:
     ``model``). Any other keyword goes to ``litellm.acompletion`` for every
     call (``api_base``, ``api_key``, ``temperature``, ...);
     ``sub_model_options`` replaces those for sub-calls.
+
+    ``replay=`` a trajectory (a JSONL path or a list of events) serves every
+    model call from that record instead of a provider, and ``result.replay``
+    compares the run with it step by step (see :mod:`polyrlm.replay`).
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class RLM:
         retry_attempts: int = RETRY_ATTEMPTS,
         retry_initial_wait_s: float = RETRY_INITIAL_WAIT_S,
         stop_at_code_end: bool = True,
+        replay: str | Path | Sequence[Event] | None = None,
         **model_options: Any,
     ) -> None:
         self.backend = get_registry().get(backend)  # fails early on a bad name
@@ -100,6 +105,11 @@ class RLM:
         self.windows = dict(windows or {})
         self.retry_attempts = retry_attempts
         self.retry_initial_wait_s = retry_initial_wait_s
+        self.replay: list[Event] | None = None
+        if replay is not None:
+            from polyrlm.replay import load_events
+
+            self.replay = load_events(replay)
 
     def completion(self, question: str, context: Any = None) -> Result:
         """Answer ``question`` about ``context`` (str, list, dict, DataFrame,
@@ -133,8 +143,15 @@ class RLM:
         hook = plugin_manager().hook.on_event
         logger = JsonlLogger(self.log) if self.log is not None else None
         cache = ResponseCache(self.cache_dir) if self.cache_dir is not None else None
+        book = None
+        if self.replay is not None:
+            from polyrlm.replay import ReplayBook
+
+            book = ReplayBook(self.replay)
 
         def emit(event: Event) -> None:
+            if book is not None:
+                book.observe(event)
             trajectory.append(event)
             if logger is not None:
                 logger.on_event(event)
@@ -151,6 +168,7 @@ class RLM:
             retry_attempts=self.retry_attempts,
             retry_initial_wait_s=self.retry_initial_wait_s,
             windows=self.windows,
+            replay=book,
         )
         try:
             outcome = await Tree(self.settings, ledger, broker, emit).run(
@@ -161,7 +179,7 @@ class RLM:
                 logger.close()
             if cache is not None:
                 cache.close()
-        return Result(
+        result = Result(
             answer=outcome.answer,
             stop_reason=outcome.stop_reason,
             fallback=outcome.fallback,
@@ -169,3 +187,6 @@ class RLM:
             usage=ledger.usage(),
             trajectory=tuple(trajectory),
         )
+        if book is not None:
+            result = result.model_copy(update={"replay": book.report(trajectory, result)})
+        return result
