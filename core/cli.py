@@ -165,22 +165,56 @@ def _view(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_replay(sub: Any) -> None:
+    p = sub.add_parser(
+        "replay", help="re-run a recorded trajectory offline and say whether it came out the same"
+    )
+    p.add_argument("trajectory", help="a JSONL trajectory (polyrlm run --log, RLM(log=...))")
+    p.add_argument(
+        "--context", "-c", default=None, help="the context, when the record kept only a fingerprint"
+    )
+    p.add_argument("--backend", "-b", default=None, help="replay on another backend")
+    p.add_argument("--log", default=None, help="write the replay's own trajectory here")
+    p.add_argument("--json", action="store_true", help="print the whole report as JSON")
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from polyrlm.replay import replay
+
+    context = _context(args.context) if args.context is not None else None
+    result = replay(args.trajectory, context=context, backend=args.backend, log=args.log)
+    report = result.replay
+    assert report is not None  # replay() always compares
+    print(report.model_dump_json(indent=1) if args.json else report.summary())
+    return 0 if report.identical else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="polyrlm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_view(sub)
+    _add_replay(sub)
     sub.add_parser("backends", help="list the backends and whether they are installed")
     sub.add_parser(
         "bench", help="benchmarks: a task on every backend, or a suite (perf, fanout, exec)"
     )
+    sub.add_parser(
+        "demo", help="the main job offline: a local sub-model, a scripted root, every backend"
+    )
     try:
         if argv[:1] == ["bench"]:  # bench parses its own arguments (tasks come from plugins)
             return _bench(argv[1:])
+        if argv[:1] == ["demo"]:  # so does demo (polyrlm demo --help)
+            from polyrlm.demo import main as demo_main
+
+            return demo_main(argv[1:])
         args = parser.parse_args(argv)
         if args.command == "run":
             return _run(args)
+        if args.command == "replay":
+            return _replay(args)
         if args.command == "view":
             return _view(args)
         return _backends(args)

@@ -30,14 +30,9 @@ __all__ = ["Divergence", "ReplayBook", "ReplayReport", "load_events", "replay"]
 def load_events(source: str | Path | Sequence[Event]) -> list[Event]:
     """Events from a JSONL trajectory file, or a list of events as it is."""
     if isinstance(source, str | Path):
-        from polyrlm.plugins.jsonl import read_trajectory
+        from polyrlm.plugins.jsonl import load_trajectory
 
-        try:
-            events = read_trajectory(source)
-        except OSError as exc:
-            raise ConfigError(f"cannot read trajectory {str(source)!r}: {exc}") from exc
-        except ValueError as exc:
-            raise ConfigError(f"{str(source)!r} is not a polyrlm trajectory: {exc}") from exc
+        events = load_trajectory(source)
     else:
         events = list(source)
     if not any(isinstance(e, RunStarted) and e.depth == 0 for e in events):

@@ -9,10 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import IO
 
+from pydantic import ValidationError
+
+from polyrlm.errors import ConfigError
 from polyrlm.events import Event, event_adapter
 from polyrlm.hookspecs import hookimpl
 
-__all__ = ["JsonlLogger", "read_trajectory"]
+__all__ = ["JsonlLogger", "load_trajectory", "read_trajectory"]
 
 
 class JsonlLogger:
@@ -53,4 +56,26 @@ def read_trajectory(path: str | Path) -> list[Event]:
             if number == len(lines):  # the run was killed mid-write
                 break
             raise
+    return events
+
+
+def load_trajectory(path: str | Path) -> list[Event]:
+    """:func:`read_trajectory` for commands: an unreadable file, or one that
+    is not a trajectory, raises :class:`~polyrlm.errors.ConfigError` saying so."""
+    try:
+        events = read_trajectory(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{str(path)!r} is not a trajectory: not UTF-8 text") from exc
+    except ValidationError as exc:  # a line that is not an event
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        detail = f"{where}: {first['msg']}" if where else first["msg"]
+        raise ConfigError(f"{str(path)!r} is not a trajectory: {detail}") from exc
+    if not events:
+        raise ConfigError(
+            f"{str(path)!r} is not a trajectory: it holds no complete event "
+            "(write one with `polyrlm run --log FILE` or `RLM(log=FILE)`)"
+        )
     return events
