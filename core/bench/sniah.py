@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from typing import Any, ClassVar
 
+from polyrlm.bench.filter_map import FILTER_MAP
 from polyrlm.bench.scoring import exact_match
 from polyrlm.bench.strategy import MAP_REDUCE, Strategy
 from polyrlm.bench.task import Instance, Task
@@ -122,4 +123,4 @@ class SniahTask(Task):
         return exact_match(answer, instance.expected)
 
     def strategies(self) -> dict[str, Strategy]:
-        return {GREP.name: GREP, MAP_REDUCE.name: MAP_REDUCE}
+        return {GREP.name: GREP, MAP_REDUCE.name: MAP_REDUCE, FILTER_MAP.name: FILTER_MAP}

@@ -82,12 +82,15 @@ class Strategy:
     needs_sub_model: bool = False
     #: Shown beside the score, e.g. that a baseline knows the needle's form.
     note: str = ""
+    #: Parameters of the strategy's own (its limits), under the instance's.
+    defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def blocks(self, language: str, params: Mapping[str, Any]) -> list[str]:
         """The blocks for ``language``, filled in; ConfigError when it has none."""
         if language not in self.code:
             raise ConfigError(f"strategy {self.name!r} has no {language} code")
-        return [render(block, language, params) for block in self.code[language]]
+        filled = {**self.defaults, **params}
+        return [render(block, language, filled) for block in self.code[language]]
 
 
 #: Generic partition + map + reduce, for every task: each chunk of about

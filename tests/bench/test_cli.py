@@ -24,7 +24,8 @@ def test_sniah_strategy_table_lists_an_unknown_backend_as_unavailable(
     inline = [line for line in out.splitlines() if "python-inline" in line and "grep" in line]
     assert len(inline) == 1 and "1.000" in inline[0] and "knows the needle's form" in inline[0]
     missing = [line for line in out.splitlines() if "nonexistent" in line]
-    assert len(missing) == 2 and all("unavailable: not registered" in m for m in missing)
+    assert len(missing) == 3  # grep, map-reduce and filter-map
+    assert all("unavailable: not registered" in m for m in missing)
     assert any("needs --sub-model" in line for line in out.splitlines() if "map-reduce" in line)
     data = json.loads((tmp_path / "sniah.json").read_text())
     assert data["benchmark"] == "sniah" and data["settings"]["sizes"] == [10_000]
