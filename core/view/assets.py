@@ -74,6 +74,7 @@ main > .node { margin-left: 0; }
 .flag.bad { color: var(--bad); border-color: var(--bad); }
 .stats { font-size: 12px; color: var(--muted); margin-left: auto; }
 .node.match > .head { background: #fff3bf; }
+.node.path > .body > .section { display: none; }
 .section { margin: 4px 0 6px 1.2em; }
 .label { font-size: 12px; color: var(--muted); }
 pre { margin: 2px 0; padding: 6px 8px; background: #f8f9fa; border: 1px solid #e9ecef;
@@ -207,6 +208,8 @@ SCRIPT = r"""
       for (const k of v.kids) below = visit(k) || below;
       if (self) count++;
       v.box.classList.toggle("match", self);
+      // An ancestor of matches only leads to them: its own texts are folded away.
+      v.box.classList.toggle("path", query !== "" && !self && below);
       v.box.hidden = query !== "" && !self && !below;
       if (query !== "" && (self || below)) setOpen(v, true);
       return self || below;

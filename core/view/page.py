@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from polyrlm.errors import ConfigError
 from polyrlm.events import Event
+from polyrlm.plugins.jsonl import load_trajectory
 from polyrlm.view.assets import PAGE, SCRIPT, STYLE
-from polyrlm.view.tree import Trajectory, build_tree
+from polyrlm.view.nodes import Trajectory
+from polyrlm.view.tree import build_tree
 
 __all__ = ["VIEW_MARKS", "VIEW_TEXT_CHARS", "embed_json", "render_html", "write_html"]
 
@@ -80,28 +80,6 @@ def render_html(events: Sequence[Event], *, title: str | None = None) -> str:
     )
 
 
-def _read(path: Path) -> list[Event]:
-    from polyrlm.plugins.jsonl import read_trajectory
-
-    try:
-        events = read_trajectory(path)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{str(path)!r} is not a trajectory: not UTF-8 text") from exc
-    except ValidationError as exc:  # a line that is not an event
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        detail = f"{where}: {first['msg']}" if where else first["msg"]
-        raise ConfigError(f"{str(path)!r} is not a trajectory: {detail}") from exc
-    if not events:
-        raise ConfigError(
-            f"{str(path)!r} is not a trajectory: it holds no complete event "
-            "(write one with `polyrlm run --log FILE` or `RLM(log=FILE)`)"
-        )
-    return events
-
-
 def write_html(
     source: str | Path | Sequence[Event], out: str | Path, *, title: str | None = None
 ) -> Path:
@@ -115,10 +93,9 @@ def write_html(
     if isinstance(source, str | Path):
         if Path(source).resolve() == target.resolve():
             raise ConfigError(f"the page would overwrite its trajectory {str(source)!r}")
-        events = _read(Path(source))
+        page = render_html(load_trajectory(source), title=title)
     else:
-        events = source
-    page = render_html(events, title=title)
+        page = render_html(source, title=title)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(page, encoding="utf-8")

@@ -17,7 +17,10 @@ from typing import Any
 
 from polyrlm.view.nodes import NOT_FINISHED, Node, Stats, Summary, Trajectory, show
 
-__all__ = ["build_tree"]
+__all__ = ["TITLE_PROMPT_CHARS", "build_tree"]
+
+#: Characters of a sub-call's prompt shown in its title.
+TITLE_PROMPT_CHARS = 60
 
 
 def _call_stats(e: Mapping[str, Any]) -> Stats:
@@ -35,7 +38,12 @@ def _call_stats(e: Mapping[str, Any]) -> Stats:
     )
 
 
-def _call_node(e: Mapping[str, Any], title: str) -> Node:
+def _call_node(e: Mapping[str, Any]) -> Node:
+    """A sub-call, titled by the head of its prompt (a batch's replies come
+    back in any order, so a position would mislead)."""
+    prompt = " ".join(str(e.get("prompt") or "").split())
+    if len(prompt) > TITLE_PROMPT_CHARS:
+        prompt = prompt[: TITLE_PROMPT_CHARS - 1] + "…"
     flags = [str(e.get("model", ""))]
     if e.get("cached"):
         flags.append("cached")
@@ -46,8 +54,10 @@ def _call_node(e: Mapping[str, Any], title: str) -> Node:
         sections.append(("response", str(e["response"])))
     if e.get("error") is not None:
         sections.append(("error", str(e["error"])))
-    key = str(e.get("call_id", ""))
-    return Node("call", title, key=key, flags=flags, sections=sections, own=_call_stats(e))
+    node = Node("call", f"sub-call: {prompt}", key=str(e.get("call_id", "")), flags=flags)
+    node.sections = sections
+    node.own = _call_stats(e)
+    return node
 
 
 # An item of a turn or an execution, in the order it began: ("exec", key),
@@ -201,7 +211,7 @@ class _Builder:
         if kind == "exec":
             return self.exec_node(self.execs[key])
         if kind == "call":
-            return _call_node(self.calls[key], "sub-call")
+            return _call_node(self.calls[key])
         if kind == "batch":
             return self.batch_node(key)
         if kind == "answer":
@@ -235,11 +245,12 @@ class _Builder:
         return node
 
     def turn_node(self, turn: _Turn) -> Node:
-        node = Node("turn", f"turn {turn.iteration}", key=str(turn.iteration))
+        node = Node("turn", f"turn {turn.iteration}")
         if turn.call is None:
             node.flags.append("no reply")
         else:
-            call = _call_node(turn.call, "root call")
+            call = _call_node(turn.call)
+            node.key = call.key
             # A root call's prompt is the newest message only (the first turn's
             # question, later the observation of the previous turn).
             names = {"prompt": "prompt (newest message)", "response": "reply"}
@@ -278,7 +289,7 @@ class _Builder:
         size = int(start.get("size") or 0) if start else len(calls)
         title = f"llm_batch {size} prompt{'s' if size != 1 else ''}"
         node = Node("batch", title, key=key.split("/", 1)[1])
-        node.children = [_call_node(c, f"prompt {i}") for i, c in enumerate(calls, 1)]
+        node.children = [_call_node(c) for c in calls]
         if len(calls) < size:
             node.flags.append(f"{len(calls)} of {size} answered")
         ends = [float(c.get("ts") or 0.0) for c in calls]
