@@ -250,12 +250,15 @@ class Broker:
     ) -> str:
         """A call served from the record: the ledger counts it as the
         original was counted, so budget stops happen at the same step."""
+        ahead = book.peek(role=role, run_id=run_id, digest=digest)
+        if ahead is not None and ahead.cached:
+            self.ledger.check_depth(depth)
+        else:  # refused here (depth, budget) as the original was: before it was sent
+            self.ledger.reserve_call(depth)
         recorded = book.serve(role=role, run_id=run_id, digest=digest, prompt=prompt)
         if recorded.cached:
-            self.ledger.check_depth(depth)
             self.ledger.record(role, depth, cost_usd=0.0, cached=True)
         else:
-            self.ledger.reserve_call(depth)
             if recorded.error is not None:
                 self.ledger.record(role, depth, failed=True)
                 report(None, error=recorded.error)

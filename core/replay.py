@@ -92,6 +92,17 @@ class ReplayBook:
         if match is not None:
             self.runs[event.run_id] = match.run_id
 
+    def peek(self, *, role: Role, run_id: str, digest: str) -> ModelCalled | None:
+        """The call :meth:`serve` would return now, if any; nothing is used up."""
+        recorded_run = self.runs.get(run_id)
+        if recorded_run is None:
+            return None
+        if role == Role.ROOT:
+            calls, turn = self._root_calls[recorded_run], self._served[recorded_run]
+            return calls[turn] if turn < len(calls) else None
+        pool = self._sub_calls.get((recorded_run, digest))
+        return pool[0] if pool else None
+
     def serve(self, *, role: Role, run_id: str, digest: str, prompt: str) -> ModelCalled:
         """The recorded call that answers this request; raises
         :class:`ModelCallFailed` when the record has none."""

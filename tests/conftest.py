@@ -6,8 +6,13 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from polyrlm.events import RunFinished, RunStarted
+from polyrlm.hookspecs import hookimpl
+from polyrlm.registry import plugin_manager
 
 # Before litellm is imported anywhere: it would fetch a price list otherwise.
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
@@ -49,3 +54,86 @@ def no_leaked_processes_or_files() -> Iterator[None]:
     assert not left, f"temporary directories left behind: {sorted(map(str, left))}"
     alive = _children() - children
     assert not alive, f"child processes left running: {sorted(alive)}"
+
+
+class _Recorder:
+    """Keeps every event of the runs a test makes (through the on_event hook)."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.active = False
+        #: Replays made, and those identical step by step (not only the answer).
+        self.replayed = 0
+        self.identical = 0
+
+    @hookimpl
+    def on_event(self, event: Any) -> None:
+        if self.active:
+            self.events.append(event)
+
+
+_recorder = _Recorder()
+plugin_manager().register(_recorder, name="tests-replay-recorder")
+
+
+def _trees(events: list[Any]) -> list[list[Any]]:
+    """The events of each finished recursion tree, in order."""
+    root_of: dict[str, str] = {}
+    trees: dict[str, list[Any]] = {}
+    for event in events:
+        if isinstance(event, RunStarted):
+            parent = event.parent_run_id
+            root_of[event.run_id] = event.run_id if parent is None else root_of.get(parent, "")
+        root = root_of.get(event.run_id)
+        if root:
+            trees.setdefault(root, []).append(event)
+    finished = []
+    for root, tree in trees.items():
+        if any(isinstance(e, RunFinished) and e.run_id == root for e in tree):
+            finished.append(tree)
+    return finished
+
+
+@pytest.fixture(autouse=True)
+def every_run_replays_to_its_answer(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Replays every run a test made, offline from its trajectory, and fails
+    the test unless the replay reproduces the recorded answer and stop reason.
+    Opt out with ``@pytest.mark.no_replay("why")``."""
+    _recorder.events.clear()
+    _recorder.active = True
+    yield
+    _recorder.active = False
+    marker = request.node.get_closest_marker("no_replay")
+    if marker is not None:
+        assert marker.args, "no_replay needs a reason"
+        return
+    from polyrlm.replay import replay
+
+    for tree in _trees(list(_recorder.events)):
+        start, end = (
+            tree[0],
+            next(e for e in tree if isinstance(e, RunFinished) and e.run_id == tree[0].run_id),
+        )
+        if "value" not in (start.context_source or {}):
+            continue  # a context too large to keep: replay needs it passed again
+        result = replay(tree)
+        _recorder.replayed += 1
+        _recorder.identical += bool(result.replay and result.replay.identical)
+        assert (result.answer, result.stop_reason) == (end.answer, end.stop_reason), (
+            f"the replay of {start.run_id} did not reproduce its answer:\n"
+            + (result.replay.summary() if result.replay else "")
+        )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "no_replay(reason): the runs of this test are not replayed (say why)"
+    )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _recorder.replayed:
+        terminalreporter.write_line(
+            f"replayed {_recorder.replayed} recorded runs offline: every answer reproduced; "
+            f"{_recorder.identical} identical at every step"
+        )

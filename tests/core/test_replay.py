@@ -168,6 +168,7 @@ def test_credentials_never_reach_the_trajectory(tmp_path: Path) -> None:
     assert replay(log).replay.identical  # type: ignore[union-attr]
 
 
+@pytest.mark.no_replay("the test changes the context file after the run")
 def test_a_file_context_is_referred_to_and_checked(tmp_path: Path) -> None:
     data = tmp_path / "ctx.txt"
     data.write_text(CONTEXT)
