@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from polyrlm.errors import PolyrlmError
+from polyrlm.progress import Progress
 from polyrlm.records import Budget, Result, StopReason
 
 __all__ = ["main"]
@@ -105,16 +106,18 @@ def _run(args: argparse.Namespace) -> int:
         options["api_base"] = args.api_base
     if args.max_concurrency is not None:
         options["max_concurrency"] = args.max_concurrency
-    rlm = RLM(
-        args.model,
-        args.sub_model,
-        backend=args.backend,
-        budget=_budget(args),
-        log=args.log,
-        cache=args.cache or False,
-        **options,
-    )
-    result = rlm.completion(args.question, _context(args.context))
+    with Progress() as progress:  # silent unless stderr is a terminal
+        rlm = RLM(
+            args.model,
+            args.sub_model,
+            backend=args.backend,
+            budget=_budget(args),
+            log=args.log,
+            cache=args.cache or False,
+            on_event=progress.on_event,
+            **options,
+        )
+        result = rlm.completion(args.question, _context(args.context))
     if args.json:
         print(result.model_dump_json(indent=1, exclude={"trajectory"}))
     else:
@@ -182,7 +185,14 @@ def _replay(args: argparse.Namespace) -> int:
     from polyrlm.replay import replay
 
     context = _context(args.context) if args.context is not None else None
-    result = replay(args.trajectory, context=context, backend=args.backend, log=args.log)
+    with Progress() as progress:
+        result = replay(
+            args.trajectory,
+            context=context,
+            backend=args.backend,
+            log=args.log,
+            on_event=progress.on_event,
+        )
     report = result.replay
     assert report is not None  # replay() always compares
     print(report.model_dump_json(indent=1) if args.json else report.summary())
