@@ -10,11 +10,19 @@
 from __future__ import annotations
 
 from polyrlm.view.nodes import Node, Stats, Summary, Trajectory
-from polyrlm.view.page import VIEW_MARKS, VIEW_TEXT_CHARS, embed_json, render_html, write_html
+from polyrlm.view.page import (
+    VIEW_MARKS,
+    VIEW_OPEN_MATCHES,
+    VIEW_TEXT_CHARS,
+    embed_json,
+    render_html,
+    write_html,
+)
 from polyrlm.view.tree import build_tree
 
 __all__ = [
     "VIEW_MARKS",
+    "VIEW_OPEN_MATCHES",
     "VIEW_TEXT_CHARS",
     "Node",
     "Stats",

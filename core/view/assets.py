@@ -91,10 +91,11 @@ SCRIPT = r"""
   const data = JSON.parse(document.getElementById("polyrlm-data").textContent);
   const LIMIT = data.limits.text_chars;
   const MAX_MARKS = data.limits.marks;
+  const OPEN_MATCHES = data.limits.open_matches;
   const BAD = ["failed", "error", "timed out", "restarted", "did not finish", "run did not finish",
     "no reply", "no run_started event"];
   const views = [];
-  const painters = [];
+  const summaryPainters = [];
   let query = "";
 
   function el(tag, cls, text) {
@@ -120,7 +121,8 @@ SCRIPT = r"""
     return marks;
   }
 
-  function section(label, text, cls) {
+  // A text block; its paint() (registered in painters) redraws it for the query.
+  function section(label, text, cls, painters) {
     const box = el("div", "section " + cls);
     const big = text.length > LIMIT;
     box.appendChild(el("div", "label", label + (big ? " (" + text.length.toLocaleString() +
@@ -130,7 +132,8 @@ SCRIPT = r"""
     let full = !big;
     let more = null;
     function paint() {
-      if (big && !full && query && text.slice(LIMIT).toLowerCase().includes(query)) full = true;
+      if (big && !full && query && !text.slice(0, LIMIT).toLowerCase().includes(query) &&
+        text.slice(LIMIT).toLowerCase().includes(query)) full = true;  // the match is further on
       fill(pre, full ? text : text.slice(0, LIMIT) + "\n…");
       if (more) more.textContent = full ? "show less" : "show all " +
         text.length.toLocaleString() + " chars";
@@ -151,12 +154,21 @@ SCRIPT = r"""
     if (v.rendered) return;
     v.rendered = true;
     const frag = document.createDocumentFragment();
-    for (const s of v.d.sections) frag.appendChild(section(s.label, s.text, s.label));
+    for (const s of v.d.sections) {
+      frag.appendChild(section(s.label, s.text, s.label, v.painters));
+    }
     v.body.insertBefore(frag, v.body.firstChild);
+    v.painted = query;
+  }
+
+  function repaint(v) {
+    if (v.painted === query) return;
+    for (const p of v.painters) p();
+    v.painted = query;
   }
 
   function setOpen(v, open) {
-    if (open) render(v);
+    if (open) { render(v); repaint(v); }
     v.open = open;
     v.body.hidden = !open;
     v.toggle.textContent = open ? "▾" : "▸";
@@ -164,7 +176,8 @@ SCRIPT = r"""
   }
 
   function build(d, parent) {
-    const v = { d: d, parent: parent, kids: [], open: false, rendered: false, hay: null };
+    const v = { d: d, parent: parent, kids: [], open: false, rendered: false, hay: null,
+      painters: [], painted: "" };
     v.box = el("div", "node kind-" + d.kind);
     const head = el("div", "head");
     v.toggle = el("button", "toggle", "▸");
@@ -201,23 +214,31 @@ SCRIPT = r"""
 
   function search(raw) {
     query = raw.trim().toLowerCase();
-    let count = 0;
+    const found = [];
     function visit(v) {
       const self = query !== "" && hay(v).includes(query);
+      if (self) found.push(v);
       let below = false;
       for (const k of v.kids) below = visit(k) || below;
-      if (self) count++;
       v.box.classList.toggle("match", self);
       // An ancestor of matches only leads to them: its own texts are folded away.
       v.box.classList.toggle("path", query !== "" && !self && below);
       v.box.hidden = query !== "" && !self && !below;
-      if (query !== "" && (self || below)) setOpen(v, true);
+      if (below) setOpen(v, true);
       return self || below;
     }
     for (const r of roots) visit(r);
-    for (const p of painters) p();
+    // Opening every match of a short query would draw all their texts at once.
+    for (const v of found.slice(0, OPEN_MATCHES)) setOpen(v, true);
+    function redraw(v) {  // only what is on screen; the rest when it is opened
+      if (v.box.hidden || !v.open) return;
+      repaint(v);
+      for (const k of v.kids) redraw(k);
+    }
+    for (const r of roots) redraw(r);
+    for (const p of summaryPainters) p();
     document.getElementById("count").textContent = query === "" ? "" :
-      count + (count === 1 ? " match" : " matches");
+      found.length + (found.length === 1 ? " match" : " matches");
   }
 
   document.getElementById("title").textContent = data.title;
@@ -225,7 +246,7 @@ SCRIPT = r"""
   for (const s of data.summaries) {
     const box = el("div", "summary");
     if (!s.finished) box.appendChild(el("div", "line warn not-finished", "run did not finish"));
-    box.appendChild(section("answer", s.answer, "answer"));
+    box.appendChild(section("answer", s.answer, "answer", summaryPainters));
     box.appendChild(el("div", "line stop", "stop reason: " + s.stop_reason +
       (s.fallback ? " (fallback answer)" : "")));
     if (s.error) box.appendChild(el("div", "line warn error", "error: " + s.error));

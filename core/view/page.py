@@ -25,7 +25,15 @@ from polyrlm.view.assets import PAGE, SCRIPT, STYLE
 from polyrlm.view.nodes import Trajectory
 from polyrlm.view.tree import build_tree
 
-__all__ = ["VIEW_MARKS", "VIEW_TEXT_CHARS", "embed_json", "render_html", "write_html"]
+__all__ = [
+    "TITLE_CHARS",
+    "VIEW_MARKS",
+    "VIEW_OPEN_MATCHES",
+    "VIEW_TEXT_CHARS",
+    "embed_json",
+    "render_html",
+    "write_html",
+]
 
 #: Characters of a prompt, reply, code or output shown before its
 #: "show all N chars" toggle (the whole text is in the page).
@@ -33,6 +41,9 @@ VIEW_TEXT_CHARS = 2_000
 #: Search matches highlighted per text block, so a one-letter query on a
 #: megabyte of output cannot freeze the page.
 VIEW_MARKS = 500
+#: Matching nodes a search opens (their texts drawn, matches marked); past
+#: that, the rest show their highlighted header and open on a click.
+VIEW_OPEN_MATCHES = 50
 #: Characters of the question used as the page title when none is given.
 TITLE_CHARS = 80
 
@@ -67,7 +78,11 @@ def render_html(events: Sequence[Event], *, title: str | None = None) -> str:
     heading = _title(tree, title)
     data = {
         "title": heading,
-        "limits": {"text_chars": VIEW_TEXT_CHARS, "marks": VIEW_MARKS},
+        "limits": {
+            "text_chars": VIEW_TEXT_CHARS,
+            "marks": VIEW_MARKS,
+            "open_matches": VIEW_OPEN_MATCHES,
+        },
         "summaries": [s.to_json() for s in tree.summaries],
         "runs": [r.to_json() for r in tree.runs],
     }

@@ -196,6 +196,32 @@ def test_torn_trajectory_says_the_run_did_not_finish(
     assert '"finished":false' in page.read_text()
 
 
+def test_errors_timeouts_truncation_and_failed_calls_are_flagged() -> None:
+    root = ScriptedModel(
+        [
+            "```python\ntry:\n    llm_query('boom')\nexcept SubCallError:\n    pass\n"
+            "print('q' * 5000)\n1 / 0\n```",
+            "```python\nwhile True:\n    pass\n```",
+            "```python\nFINAL('done')\n```",
+        ]
+    )
+    sub = ScriptedModel(lambda m: str(1 / 0))
+    config = {"exec_timeout_s": 0.3, "capture_limit_chars": 1_000}
+    result = RLM(root.model, sub.model, backend_config=config).completion("q", "c")
+    assert result.answer == "done"
+    tree = build_tree(dumps(result.trajectory))
+    first, second, _ = (turn.children[0] for turn in tree.runs[0].children)
+    assert first.flags[0] == "error" and first.flags[1].startswith("truncated (")
+    assert "ZeroDivisionError: division by zero" in dict(first.sections)["error"]
+    (failed,) = first.children
+    assert "failed" in failed.flags and "ZeroDivisionError" in dict(failed.sections)["error"]
+    assert first.stats.failed == 1 and first.stats.calls == 0
+    assert "timed out" in second.flags
+    (summary,) = tree.summaries
+    assert summary.stats.failed == result.usage.total.failed_calls == 1
+    assert "(1 failed)" in tree.runs[0].to_json()["stats"]
+
+
 @given(st.text(st.characters(exclude_categories=())))
 def test_embedded_json_cannot_close_its_script_block(text: str) -> None:
     embedded = embed_json({"t": text})

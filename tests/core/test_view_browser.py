@@ -17,6 +17,7 @@ from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 from polyrlm import Result
 from polyrlm.events import CodeExecuted
 from polyrlm.view import VIEW_TEXT_CHARS, build_tree, write_html
+from polyrlm.view import page as page_module
 from tests.core.test_view import BIG_CHARS, QUESTION, XSS, dumps, hay, recorded_run
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -67,6 +68,8 @@ class Opened:
         self.dialogs: list[str] = []
         self.page: Page = context.new_page()
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        # A blocked style or script (the page's CSP) is reported on the console.
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
         self.page.on("dialog", self._dialog)
         self.page.goto(path.as_uri())
 
@@ -79,7 +82,7 @@ class Opened:
 def opened(browser: BrowserContext, recorded: tuple[Result, Path]) -> Iterator[Opened]:
     view = Opened(browser, recorded[1])
     yield view
-    assert view.errors == [], "the page's script raised"
+    assert view.errors == [], "the page's script raised or was blocked"
     view.page.close()
 
 
@@ -93,6 +96,8 @@ def test_top_shows_answer_stop_reason_and_totals(
     expect(page.locator("#summary .stop")).to_have_text("stop reason: answered")
     expect(page.locator("#summary .totals")).to_contain_text("9 calls")
     expect(page.locator("#summary .not-finished")).to_have_count(0)
+    badge = "getComputedStyle(document.querySelector('.kind')).color"
+    assert page.evaluate(badge) == "rgb(255, 255, 255)"  # the style ran under the CSP
 
 
 def test_clicking_a_node_shows_its_code_and_output(opened: Opened) -> None:
@@ -198,6 +203,32 @@ def test_torn_trajectory_page_says_the_run_did_not_finish(
         expect(view.page.locator("#summary .stop")).to_have_text("stop reason: run did not finish")
         root_flags = view.page.locator("main > .node > .head .flag")
         expect(root_flags.filter(has_text="run did not finish")).to_have_count(1)
+        assert view.errors == []
+    finally:
+        view.page.close()
+
+
+def test_a_search_opens_only_the_first_matches(
+    browser: BrowserContext,
+    recorded: tuple[Result, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(page_module, "VIEW_OPEN_MATCHES", 2)
+    view = Opened(browser, write_html(recorded[0].trajectory, tmp_path / "few.html"))
+    try:
+        tree = build_tree(dumps(recorded[0].trajectory))
+        matching = [n for r in tree.runs for n in r.walk() if "seen" in hay(n)]
+        assert len(matching) > 2
+        view.page.fill("#search", "Seen")
+        expect(view.page.locator("#count")).to_have_text(f"{len(matching)} matches")
+        # Open: the first two matches, and every match that leads to another.
+        leads = [n for n in matching if any("seen" in hay(d) for d in list(n.walk())[1:])]
+        expected = len({id(n) for n in [*matching[:2], *leads]})
+        assert expected < len(matching)
+        opened = view.page.locator(".node.match > .body:not([hidden])")
+        expect(opened).to_have_count(expected)
+        expect(view.page.locator(".node.match > .head")).to_have_count(len(matching))
         assert view.errors == []
     finally:
         view.page.close()
