@@ -24,8 +24,10 @@ __all__ = [
     "SCHEMA_VERSION",
 ]
 
-#: Version of the trajectory JSONL format; written on every line.
-SCHEMA_VERSION = 1
+#: Version of the trajectory JSONL format; written on every line. 2 added
+#: turn_started, batch_started and the root run's settings and context
+#: record; version 1 files still read.
+SCHEMA_VERSION = 2
 
 #: Model options that are credentials: never written to a trajectory, never
 #: part of a request's digest (the same request with another key is the same).

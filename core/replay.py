@@ -88,9 +88,9 @@ class ReplayBook:
             for c in candidates
             if c.question == event.question and c.context_meta == event.context_meta
         ]
-        match = (same or candidates or [None])[0]
-        if match is not None:
-            self.runs[event.run_id] = match.run_id
+        pick = same or candidates
+        if pick:
+            self.runs[event.run_id] = pick[0].run_id
 
     def peek(self, *, role: Role, run_id: str, digest: str) -> ModelCalled | None:
         """The call :meth:`serve` would return now, if any; nothing is used up."""

@@ -6,11 +6,13 @@ Read a file back with :func:`read_trajectory`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import IO
 
 from pydantic import ValidationError
 
+from polyrlm.config import SCHEMA_VERSION
 from polyrlm.errors import ConfigError
 from polyrlm.events import Event, event_adapter
 from polyrlm.hookspecs import hookimpl
@@ -43,6 +45,19 @@ class JsonlLogger:
             self._fh = None
 
 
+def _check_version(line: str, number: int) -> None:
+    """A line a newer polyrlm wrote (new event kinds) says so, plainly."""
+    try:
+        version = json.loads(line).get("schema_version", 0)
+    except (ValueError, AttributeError):
+        return
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise ValueError(
+            f"line {number} has schema_version {version}; this polyrlm reads up to "
+            f"{SCHEMA_VERSION}: upgrade polyrlm"
+        )
+
+
 def read_trajectory(path: str | Path) -> list[Event]:
     """The events of a JSONL trajectory, validated; a torn last line is skipped."""
     events = []
@@ -53,6 +68,7 @@ def read_trajectory(path: str | Path) -> list[Event]:
         try:
             events.append(event_adapter.validate_json(line))
         except ValueError:
+            _check_version(line, number)
             if number == len(lines):  # the run was killed mid-write
                 break
             raise
@@ -73,6 +89,8 @@ def load_trajectory(path: str | Path) -> list[Event]:
         where = ".".join(str(part) for part in first["loc"])
         detail = f"{where}: {first['msg']}" if where else first["msg"]
         raise ConfigError(f"{str(path)!r} is not a trajectory: {detail}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"cannot read trajectory {str(path)!r}: {exc}") from exc
     if not events:
         raise ConfigError(
             f"{str(path)!r} is not a trajectory: it holds no complete event "

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from polyrlm import RLM
 from polyrlm.config import SCHEMA_VERSION
+from polyrlm.errors import ConfigError
 from polyrlm.events import CodeExecuted, ModelCalled, RunFinished, RunStarted
-from polyrlm.plugins.jsonl import JsonlLogger, read_trajectory
+from polyrlm.plugins.jsonl import JsonlLogger, load_trajectory, read_trajectory
 from polyrlm.testing.scripted import ScriptedModel
 
 
@@ -47,3 +50,15 @@ def test_logger_as_a_plugin_object(tmp_path: Path) -> None:
     logger.close()
     logger.close()
     assert (tmp_path / "x.jsonl").read_text() == ""
+
+
+def test_version_one_reads_and_a_newer_version_says_upgrade(tmp_path: Path) -> None:
+    old = tmp_path / "v1.jsonl"
+    line = {"schema_version": 1, "event": "answer_set", "run_id": "r", "ts": 0.0, "answer": 3}
+    old.write_text(json.dumps(line) + "\n")  # before exec_id existed
+    assert [e.answer for e in read_trajectory(old)] == [3]  # type: ignore[union-attr]
+    new = tmp_path / "v9.jsonl"
+    future = {"schema_version": SCHEMA_VERSION + 1, "event": "brand_new", "run_id": "r"}
+    new.write_text(json.dumps(future) + "\n" + json.dumps(line) + "\n")
+    with pytest.raises(ConfigError, match="upgrade polyrlm"):
+        load_trajectory(new)
