@@ -65,6 +65,7 @@ class _Recorder:
         #: Replays made, and those identical step by step (not only the answer).
         self.replayed = 0
         self.identical = 0
+        self.fingerprint_only = 0
 
     @hookimpl
     def on_event(self, event: Any) -> None:
@@ -115,7 +116,8 @@ def every_run_replays_to_its_answer(request: pytest.FixtureRequest) -> Iterator[
             next(e for e in tree if isinstance(e, RunFinished) and e.run_id == tree[0].run_id),
         )
         if "value" not in (start.context_source or {}):
-            continue  # a context too large to keep: replay needs it passed again
+            _recorder.fingerprint_only += 1  # replay would need the context passed again
+            continue
         result = replay(tree)
         _recorder.replayed += 1
         _recorder.identical += bool(result.replay and result.replay.identical)
@@ -135,5 +137,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _recorder.replayed:
         terminalreporter.write_line(
             f"replayed {_recorder.replayed} recorded runs offline: every answer reproduced; "
-            f"{_recorder.identical} identical at every step"
+            f"{_recorder.identical} identical at every step; {_recorder.fingerprint_only} not "
+            "replayed (context kept by fingerprint only)"
         )
