@@ -38,6 +38,8 @@ REPLAY_INLINE_CONTEXT_CHARS = 8 * 1024 * 1024
 #: Bytes hashed from each end of a large context or file for its fingerprint
 #: (with its size and type), so fingerprinting a huge input stays instant.
 FINGERPRINT_SAMPLE_BYTES = 1024 * 1024
+#: Items (list entries, table rows) hashed from each end of a long one.
+_SAMPLE_ITEMS = 1000
 
 
 class _NotInline(Exception):
@@ -67,26 +69,38 @@ def _file_fingerprint(path: Path) -> str:
 
 def fingerprint(value: Any) -> str:
     """A short identity of a context value: its type, size and a hash of
-    its whole text when small, of both ends when large."""
+    its whole content when small, of both ends when large (never a copy of
+    a large value)."""
+    n, kind = FINGERPRINT_SAMPLE_BYTES, type(value).__name__
     if isinstance(value, Path):
         try:
             return _file_fingerprint(value)
         except OSError as exc:
             raise ConfigError(f"cannot fingerprint context {str(value)!r}: {exc}") from exc
     if isinstance(value, str):
-        data = value.encode("utf-8", "surrogatepass")
-    elif hasattr(value, "columns") and hasattr(value, "dtypes"):
+        ends = (value, "") if len(value) <= 2 * n else (value[:n], value[-n:])
+        head, tail = (part.encode("utf-8", "surrogatepass") for part in ends)
+        return _sampled(kind, len(value), head, tail)
+    if isinstance(value, Mapping):
+        parts = [f"{k!r}={fingerprint(v)}" for k, v in value.items()]
+        return _sampled(kind, len(value), "\n".join(parts).encode(), b"")
+    if hasattr(value, "columns") and hasattr(value, "dtypes"):
         import pandas as pd
 
-        data = pd.util.hash_pandas_object(value, index=True).to_numpy().tobytes()
-        data += repr(list(value.dtypes.items())).encode()
-    else:
-        data = json.dumps(value, sort_keys=True, default=repr, ensure_ascii=False).encode(
-            "utf-8", "surrogatepass"
-        )
-    n = FINGERPRINT_SAMPLE_BYTES
-    head, tail = (data, b"") if len(data) <= 2 * n else (data[:n], data[-n:])
-    return _sampled(type(value).__name__, len(data), head, tail)
+        rows = _SAMPLE_ITEMS if len(value) > 2 * _SAMPLE_ITEMS else len(value)
+        ends = (value.head(rows), value.tail(rows) if rows < len(value) else value.head(0))
+        head, tail = (pd.util.hash_pandas_object(e, index=True).to_numpy().tobytes() for e in ends)
+        return _sampled(kind, len(value), head + repr(list(value.dtypes.items())).encode(), tail)
+    if isinstance(value, list | tuple) and len(value) > 2 * _SAMPLE_ITEMS:
+        ends = (value[:_SAMPLE_ITEMS], value[-_SAMPLE_ITEMS:])
+        head, tail = (_json_bytes(list(e)) for e in ends)
+        return _sampled(kind, len(value), head, tail)
+    return _sampled(kind, 0, _json_bytes(value), b"")
+
+
+def _json_bytes(value: Any) -> bytes:
+    text = json.dumps(value, sort_keys=True, default=repr, ensure_ascii=False)
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _frame_record(frame: Any) -> dict[str, Any]:
