@@ -171,7 +171,7 @@ FILTER_MAP = Strategy(
     "rare words, llm_batch the question over them, answer with the most common reply",
     code=FILTER_MAP_CODE,
     needs_sub_model=True,
-    note="keeps chunks by the question's words",
+    note="filters by question words",
     defaults={
         "filter_chunk_chars": FILTER_CHUNK_CHARS,
         "filter_max_calls": FILTER_MAX_CALLS,

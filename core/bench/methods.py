@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -159,8 +160,10 @@ def run_strategy(
     sub_model: str | None = None,
     sub_options: Mapping[str, Any] | None = None,
     max_concurrency: int | None = None,
+    log: str | Path | None = None,
 ) -> RunRecord:
-    """Replay ``strategy`` on ``backend`` through the real loop."""
+    """Replay ``strategy`` on ``backend`` through the real loop; ``log``: write
+    the trajectory there as JSONL."""
     from polyrlm.registry import get_registry
     from polyrlm.rlm import RLM
     from polyrlm.testing.scripted import ScriptedModel
@@ -186,6 +189,7 @@ def run_strategy(
         backend=backend,
         budget=Budget(max_iterations=len(blocks)),
         sub_model_options=dict(sub_options or {}),
+        log=log,
         **options,
     )
     started = time.perf_counter()
