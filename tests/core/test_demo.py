@@ -76,30 +76,54 @@ def test_the_demo_with_a_sub_model_on_a_server(
     assert page.read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
 
 
-def test_the_demo_starts_and_stops_its_local_server(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def fake_llama(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[LocalModelServer]:
+    """The demo's local servers, each the fake server process (echo replies) run
+    through LocalModelServer's own life cycle; the list of those started."""
     started: list[LocalModelServer] = []
 
     class FakeLlama(LocalModelServer):
-        """The local server's life cycle around the fake server process (echo replies)."""
-
         def __init__(self, model_path: Any = None, **kw: Any) -> None:
             command = [sys.executable, "-m", "polyrlm.testing.fake_server", "--port", "{port}"]
             super().__init__(tmp_path / "tiny-model.gguf", command=command)
             started.append(self)
 
     monkeypatch.setattr("polyrlm.local_model.LocalModelServer", FakeLlama)
+    return started
+
+
+def test_the_demo_starts_and_stops_its_local_server(
+    tmp_path: Path, fake_llama: list[LocalModelServer], capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = ["demo", "--sizes", "2k", "--backends", "python-inline", "--out", str(tmp_path)]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "served by llama.cpp at http://127.0.0.1:" in out
-    assert len(started) == 1 and started[0].pid is None  # stopped
+    assert len(fake_llama) == 1 and fake_llama[0].pid is None  # stopped
     calls = _sub_calls(tmp_path / "trajectories" / "sniah-2000-python-inline.jsonl")
     assert calls and all(c.model == "openai/tiny-model" for c in calls)
     assert all(c.response.startswith("echo: ") for c in calls)  # the server's own replies
     data = json.loads((tmp_path / "demo.json").read_text())
     assert data["local_model"] == str(tmp_path / "tiny-model.gguf")
+
+
+def test_ctrl_c_stops_the_local_server(
+    tmp_path: Path,
+    fake_llama: list[LocalModelServer],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pids: list[int | None] = []
+
+    def interrupted(**kw: Any) -> Any:
+        pids.append(fake_llama[0].pid)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("polyrlm.demo.run_demo", interrupted)
+    assert main(["demo", "--sizes", "2k", "--out", str(tmp_path)]) == 130
+    assert "polyrlm demo: interrupted" in capsys.readouterr().err
+    assert pids[0] is not None and fake_llama[0].pid is None
+    assert not Path(f"/proc/{pids[0]}").exists()
 
 
 def test_a_missing_model_stops_the_demo_with_the_install_command(
