@@ -17,8 +17,11 @@ import threading
 import time
 import traceback
 from itertools import count
+from pathlib import Path
 from typing import Any, ClassVar
 
+import polyrlm
+import polyrlm.backends
 from polyrlm.backends.python.capture import capture
 from polyrlm.backends.python.guide import python_guide
 from polyrlm.backends.python.watchdog import watchdog
@@ -42,6 +45,10 @@ PYTHON_CONTRACT = ContractSnippets(
     flood="for _ in range(10_000):\n    print('x' * 1_000)",
 )
 
+#: Source folders of polyrlm (core, backends) whose frames tracebacks leave out.
+_HIDDEN_PREFIXES = tuple(
+    str(Path(m.__file__ or "").parent) + "/" for m in (polyrlm, polyrlm.backends)
+)
 _PROVIDED = ("llm_query", "llm_batch", "rlm_query", "rlm_batch", "FINAL", "SubCallFailure")
 
 
@@ -73,6 +80,22 @@ def context_hint(context: Any) -> str:
     return f"a {type(context).__name__}"
 
 
+def _hidden_frame(filename: str) -> bool:
+    """polyrlm's own frames (the sub-call plumbing) and the thread hand-off:
+    noise to the model, and they vary between runs."""
+    return filename.startswith(_HIDDEN_PREFIXES) or any(
+        part in filename for part in ("/concurrent/futures/", "/asyncio/")
+    )
+
+
+def _traceback(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)[1:]  # [0] is execute() itself
+    shown = traceback.StackSummary.from_list([f for f in frames if not _hidden_frame(f.filename)])
+    head = "Traceback (most recent call last):\n" if shown else ""
+    lines = [head, *shown.format(), *traceback.format_exception_only(exc)]
+    return "".join(lines).rstrip()
+
+
 class InlinePythonEnvironment(Environment):
     """A persistent namespace in the host process."""
 
@@ -82,12 +105,15 @@ class InlinePythonEnvironment(Environment):
     sandboxed: ClassVar[bool] = False
     contract: ClassVar[ContractSnippets] = PYTHON_CONTRACT
 
-    _cells = count(1)
+    #: Environments made in this process: keeps their cells apart in linecache.
+    _serials = count(1)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ns: dict[str, Any] = {}
         self._context: Any = ""
+        self._serial = next(self._serials)
+        self._cells: list[str] = []
         self._reset()
 
     def _reset(self) -> None:
@@ -123,6 +149,11 @@ class InlinePythonEnvironment(Environment):
             SubCallError=SubCallError,
         )
 
+    def close(self) -> None:
+        for name in self._cells:  # the cells' source is no longer needed
+            linecache.cache.pop(name, None)
+        self._cells.clear()
+
     def load_context(self, context: Any) -> None:
         value = load_python_context(context)
         self._context = value
@@ -133,7 +164,10 @@ class InlinePythonEnvironment(Environment):
                     self.ns[key] = item
 
     def _compile(self, code: str) -> tuple[Any, Any]:
-        name = f"<cell-{next(self._cells)}>"
+        # Unique in linecache (tracebacks read the source there); the model
+        # sees <cell-N>, numbered per environment, so a replay shows the same.
+        name = f"<cell-{len(self._cells) + 1}@{self._serial}>"
+        self._cells.append(name)
         linecache.cache[name] = (len(code), None, code.splitlines(True), name)
         tree = ast.parse(code, name)
         last = None
@@ -171,8 +205,9 @@ class InlinePythonEnvironment(Environment):
             except SyntaxError as exc:
                 error = "".join(traceback.format_exception_only(exc)).rstrip()
             except BaseException as exc:  # the model's error, reported to it
-                tb = exc.__traceback__.tb_next if exc.__traceback__ else None  # skip our frame
-                error = "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+                error = _traceback(exc)
+        if error is not None:
+            error = error.replace(f"@{self._serial}>", ">")
         answer = self.ns.get("answer")
         if not isinstance(answer, dict):
             answer = {}

@@ -46,6 +46,22 @@ def test_last_expression_is_shown_and_syntax_errors_reported() -> None:
     assert tb and "KeyError" in tb and "line 2" in tb and "inline.py" not in tb
 
 
+def test_tracebacks_are_the_same_in_every_environment() -> None:
+    """Cells are numbered per environment, polyrlm's own frames are left out,
+    and each cell's source line is its own: a replay shows the same text."""
+    errors = []
+    for other in ("x = 1", "y = 2\nz = 3"):
+        env = make()
+        env.execute(other)
+        env.execute("def f():\n    return llm_query(None) + 1")
+        errors.append(env.execute("f()").error)
+        env.close()
+    assert errors[0] == errors[1]
+    assert errors[0] is not None and '"<cell-3>", line 1' in errors[0]
+    assert '"<cell-2>", line 2, in f' in errors[0] and "return llm_query(None) + 1" in errors[0]
+    assert "polyrlm" not in errors[0].replace("polyrlm.", "") and "futures" not in errors[0]
+
+
 def test_named_contexts_become_variables(tmp_path: Path) -> None:
     env = make({"alpha": "aaa", "beta": ["b1", "b2"], "not an id": "x"})
     assert env.execute("print(alpha, len(beta), sorted(context))").output.strip() == (
