@@ -66,6 +66,8 @@ class _Recorder:
         self.replayed = 0
         self.identical = 0
         self.fingerprint_only = 0
+        #: Test id and first divergence of replays that reproduced only the answer.
+        self.diverged: list[str] = []
 
     @hookimpl
     def on_event(self, event: Any) -> None:
@@ -120,7 +122,11 @@ def every_run_replays_to_its_answer(request: pytest.FixtureRequest) -> Iterator[
             continue
         result = replay(tree)
         _recorder.replayed += 1
-        _recorder.identical += bool(result.replay and result.replay.identical)
+        if result.replay is not None and result.replay.identical:
+            _recorder.identical += 1
+        elif result.replay is not None and result.replay.first is not None:
+            first = result.replay.first
+            _recorder.diverged.append(f"{request.node.nodeid}: {first.step}: {first.what}")
         assert (result.answer, result.stop_reason) == (end.answer, end.stop_reason), (
             f"the replay of {start.run_id} did not reproduce its answer:\n"
             + (result.replay.summary() if result.replay else "")
@@ -140,3 +146,5 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             f"{_recorder.identical} identical at every step; {_recorder.fingerprint_only} not "
             "replayed (context kept by fingerprint only)"
         )
+        for line in _recorder.diverged:
+            terminalreporter.write_line(f"  same answer, a step differs: {line}")
