@@ -10,6 +10,7 @@ context loaded again, and the model told that its variables were lost.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import pickle
@@ -258,7 +259,8 @@ class KernelPythonEnvironment(Environment):
             if reply["parent_header"].get("msg_id") == msg_id:
                 value = reply["content"].get("user_expressions", {}).get("r")
                 if value and value.get("status") == "ok":
-                    return json.loads(value["data"]["text/plain"].strip("'\""))
+                    # text/plain is the repr of the JSON text: undo the repr first
+                    return json.loads(ast.literal_eval(value["data"]["text/plain"]))
                 return None
 
     def _lost(self, how: str, started: float, timed_out: bool) -> ExecResult:

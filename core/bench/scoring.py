@@ -1,6 +1,7 @@
 """The scorers of the benchmark tasks, as the RLM paper (arXiv 2512.24601) scores them.
 
-* exact match after normalisation (S-NIAH, OOLONG's label answers, multi-hop);
+* RULER's string match for S-NIAH: the needle's value appears in a short answer;
+* exact match after normalisation (OOLONG's label answers, multi-hop);
 * ``0.75 ** |y - y_hat|`` for numeric answers (OOLONG);
 * F1 over the listed pairs (OOLONG-Pairs);
 * the chosen option of a multiple-choice question (CodeQA).
@@ -18,16 +19,21 @@ from typing import Any
 
 __all__ = [
     "NUMERIC_BASE",
+    "STRING_MATCH_MAX_CHARS",
     "choice_score",
     "exact_match",
     "normalize",
     "numeric_score",
     "pairs_f1",
+    "string_match",
     "parse_choice",
     "parse_number",
     "parse_pairs",
 ]
 
+#: Longest answer (characters) :func:`string_match` accepts: a dump of the
+#: context that happens to hold the needle is not an answer.
+STRING_MATCH_MAX_CHARS = 500
 #: Base of the numeric score: an answer off by d scores NUMERIC_BASE ** d (the paper's 0.75).
 NUMERIC_BASE = 0.75
 
@@ -55,6 +61,17 @@ def normalize(value: Any) -> str:
 def exact_match(predicted: Any, expected: Any) -> float:
     """1.0 when both normalise to the same text, else 0.0."""
     return float(normalize(predicted) == normalize(expected) != "")
+
+
+def string_match(predicted: Any, expected: Any) -> float:
+    """RULER's NIAH metric (as the RLM paper's S-NIAH uses it): 1.0 when the
+    normalised value appears in the normalised answer, as whole words
+    (``'The phrase is: velvet thunder.'`` matches ``'velvet thunder'``); 0.0
+    for an empty answer or one longer than :data:`STRING_MATCH_MAX_CHARS`."""
+    answer, value = normalize(predicted), normalize(expected)
+    if not value or not answer or len(answer) > STRING_MATCH_MAX_CHARS:
+        return 0.0
+    return float(re.search(rf"(?<!\w){re.escape(value)}(?!\w)", answer) is not None)
 
 
 def parse_number(value: Any) -> float | None:

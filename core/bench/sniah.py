@@ -6,8 +6,9 @@ line; one sentence somewhere in it (a seeded depth) is the needle::
     The special magic number for crimson-otter is: 4817205.
     The special magic phrase for ivory-heron is: velvet thunder compass.
 
-The question asks for the value of that key; the score is exact match after
-normalisation (:func:`polyrlm.bench.scoring.exact_match`).
+The question asks for the value of that key; the score is RULER's string
+match, as the paper's S-NIAH: the value appears in a short answer, after
+normalisation (:func:`polyrlm.bench.scoring.string_match`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import random
 from typing import Any, ClassVar
 
 from polyrlm.bench.filter_map import FILTER_MAP
-from polyrlm.bench.scoring import exact_match
+from polyrlm.bench.scoring import string_match
 from polyrlm.bench.strategy import MAP_REDUCE, Strategy
 from polyrlm.bench.task import Instance, Task
 from polyrlm.bench.text import filler_paragraphs, word_list
@@ -75,8 +76,8 @@ class SniahTask(Task):
     """One needle (a number or a phrase) in unrelated prose."""
 
     name: ClassVar[str] = "sniah"
-    description: ClassVar[str] = "one needle (number or phrase) in filler prose; exact match"
-    metric: ClassVar[str] = "exact match"
+    description: ClassVar[str] = "one needle (number or phrase) in filler prose; RULER string match"
+    metric: ClassVar[str] = "string match"
     default_sizes: ClassVar[tuple[int, ...]] = (8_192, 131_072, 1_048_576)
     min_size: ClassVar[int] = SNIAH_MIN_TOKENS
     max_size: ClassVar[int] = SNIAH_MAX_TOKENS
@@ -120,7 +121,7 @@ class SniahTask(Task):
         )
 
     def score(self, instance: Instance, answer: Any) -> float:
-        return exact_match(answer, instance.expected)
+        return string_match(answer, instance.expected)
 
     def strategies(self) -> dict[str, Strategy]:
         return {GREP.name: GREP, MAP_REDUCE.name: MAP_REDUCE, FILTER_MAP.name: FILTER_MAP}

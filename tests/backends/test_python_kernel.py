@@ -117,3 +117,10 @@ def test_child_rlm_through_the_bridge() -> None:
     result = RLM(root.model, backend="python", max_depth=2).completion("q", "ctx")
     assert result.answer == ["X", "Y"]
     assert set(result.usage.by_depth) == {0, 1}
+
+
+def test_answer_text_comes_back_exactly(env: KernelPythonEnvironment) -> None:
+    text = 'two\nlines, "quotes", a \\ backslash, \t tab, é and \U0001f600'
+    result = env.execute(f"answer['content'] = {text!r}\nanswer['ready'] = True")
+    assert result.error is None and result.answer_ready
+    assert result.answer == text

@@ -20,7 +20,7 @@ def test_sniah_strategy_table_lists_an_unknown_backend_as_unavailable(
     argv = ["bench", "sniah", "--backends", "python-inline,nonexistent", "--sizes", "10000"]
     assert main([*argv, "--method", "strategy", "--out", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
-    assert "sniah (exact match), method strategy" in out
+    assert "sniah (string match), method strategy" in out
     inline = [line for line in out.splitlines() if "python-inline" in line and "grep" in line]
     assert len(inline) == 1 and "1.000" in inline[0] and "knows the needle's form" in inline[0]
     missing = [line for line in out.splitlines() if "nonexistent" in line]

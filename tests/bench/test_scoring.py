@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from polyrlm.bench.scoring import (
     choice_score,
     exact_match,
+    string_match,
     normalize,
     numeric_score,
     pairs_f1,
@@ -34,6 +35,15 @@ from polyrlm.bench.scoring import (
 )
 def test_normalize(raw: object, normal: str) -> None:
     assert normalize(raw) == normal
+
+
+def test_string_match_is_rulers() -> None:
+    assert string_match("The special magic number for x is: 4817205.", "4817205") == 1.0
+    assert string_match("velvet thunder compass", "Velvet Thunder") == 1.0
+    assert string_match("48172050", "4817205") == 0.0  # whole words only
+    assert string_match("velvet", "velvet thunder") == 0.0
+    assert string_match("", "4817205") == 0.0
+    assert string_match("filler " * 100 + "4817205", "4817205") == 0.0  # a dump is no answer
 
 
 def test_exact_match() -> None:
