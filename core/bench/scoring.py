@@ -25,10 +25,10 @@ __all__ = [
     "normalize",
     "numeric_score",
     "pairs_f1",
-    "string_match",
     "parse_choice",
     "parse_number",
     "parse_pairs",
+    "string_match",
 ]
 
 #: Longest answer (characters) :func:`string_match` accepts: a dump of the

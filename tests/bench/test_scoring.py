@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 from polyrlm.bench.scoring import (
     choice_score,
     exact_match,
-    string_match,
     normalize,
     numeric_score,
     pairs_f1,
     parse_choice,
     parse_number,
     parse_pairs,
+    string_match,
 )
 
 
