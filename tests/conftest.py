@@ -27,6 +27,7 @@ LEAK_PREFIXES = (
     "polyrlm-bash-",
     "polyrlm-sql-",
     "polyrlm-wasm-",
+    "polyrlm-llama-",
 )
 
 
