@@ -267,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     )
     print(f"wrote {path} and {len(logs)} trajectories in {args.out / 'trajectories'}")
+    if logs:  # a recorded run re-runs without the server: its replies are in the record
+        print(f"replay one offline, no model needed: polyrlm replay {next(iter(logs.values()))}")
     view = _write_view(records, logs, args.out)
     if view is not None:
         print(f"wrote {view} (the HTML view of one run)")
