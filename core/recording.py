@@ -88,12 +88,13 @@ def fingerprint(value: Any) -> str:
         import pandas as pd
 
         rows = _SAMPLE_ITEMS if len(value) > 2 * _SAMPLE_ITEMS else len(value)
-        ends = (value.head(rows), value.tail(rows) if rows < len(value) else value.head(0))
-        head, tail = (pd.util.hash_pandas_object(e, index=True).to_numpy().tobytes() for e in ends)
+        frames = (value.head(rows), value.tail(rows) if rows < len(value) else value.head(0))
+        hashed = (pd.util.hash_pandas_object(f, index=True).to_numpy() for f in frames)
+        head, tail = (h.tobytes() for h in hashed)
         return _sampled(kind, len(value), head + repr(list(value.dtypes.items())).encode(), tail)
     if isinstance(value, list | tuple) and len(value) > 2 * _SAMPLE_ITEMS:
-        ends = (value[:_SAMPLE_ITEMS], value[-_SAMPLE_ITEMS:])
-        head, tail = (_json_bytes(list(e)) for e in ends)
+        items = (value[:_SAMPLE_ITEMS], value[-_SAMPLE_ITEMS:])
+        head, tail = (_json_bytes(list(i)) for i in items)
         return _sampled(kind, len(value), head, tail)
     return _sampled(kind, 0, _json_bytes(value), b"")
 

@@ -18,6 +18,7 @@ from polyrlm.recording import (
     REPLAY_INLINE_CONTEXT_CHARS,
     context_from_record,
     context_record,
+    fingerprint,
 )
 from polyrlm.records import Role
 from polyrlm.replay import replay
@@ -239,3 +240,16 @@ def test_not_a_trajectory_is_a_clear_error(
     only_steps.write_text(step.model_dump_json() + "\n")
     assert main(["replay", str(only_steps)]) == 2
     assert "no root run_started" in capsys.readouterr().err
+
+
+def test_fingerprints_of_large_values_see_both_ends() -> None:
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"a": range(10_000), "b": ["x"] * 10_000})
+    changed = frame.copy()
+    changed.loc[9_999, "a"] = -1
+    assert fingerprint(frame) == fingerprint(frame.copy()) != fingerprint(changed)
+    assert fingerprint(frame) != fingerprint(frame.head(9_999))
+    items = [str(i) for i in range(5_000)]
+    assert fingerprint(items) == fingerprint(list(items)) != fingerprint([*items[:-1], "z"])
+    text = "a" * 5_000_000
+    assert fingerprint(text) != fingerprint(text[:-1] + "b") != fingerprint(text + "a")
