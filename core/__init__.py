@@ -28,7 +28,9 @@ from polyrlm.errors import (
 from polyrlm.hookspecs import hookimpl
 from polyrlm.records import (
     Budget,
+    Divergence,
     ExecResult,
+    ReplayReport,
     Result,
     Role,
     State,
@@ -50,6 +52,7 @@ __all__ = [
     "BudgetExhausted",
     "ConfigError",
     "ContractSnippets",
+    "Divergence",
     "EnvConfig",
     "Environment",
     "ExecResult",
@@ -57,6 +60,7 @@ __all__ = [
     "ModelCallFailed",
     "PolyrlmError",
     "PromptTooLong",
+    "ReplayReport",
     "Result",
     "Role",
     "State",
