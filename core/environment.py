@@ -10,7 +10,6 @@ in-process environments; a bridge for out-of-process ones).
 from __future__ import annotations
 
 import abc
-import numbers
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
@@ -18,6 +17,7 @@ from typing import Any, ClassVar, Protocol, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from polyrlm.config import CAPTURE_LIMIT_CHARS, EXEC_GRACE_S, EXEC_TIMEOUT_S
+from polyrlm.pycell import plain_answer
 from polyrlm.records import ExecResult, State
 
 __all__ = [
@@ -28,22 +28,6 @@ __all__ = [
     "SubCalls",
     "plain_answer",
 ]
-
-
-def plain_answer(value: Any) -> Any:
-    """The answer as JSON-able data: str, numbers, bools, None, lists and
-    dicts of those are kept; anything else becomes its ``str``."""
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    if isinstance(value, numbers.Integral):  # numpy and friends
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, list | tuple):
-        return [plain_answer(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): plain_answer(v) for k, v in value.items()}
-    return str(value)
 
 
 class SubCallFailure(str):

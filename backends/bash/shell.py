@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from polyrlm.backends.bash import processes
-from polyrlm.capture import Sink
+from polyrlm.pycell import Sink
 
 __all__ = [
     "SHELL_DRAIN_READS",

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from polyrlm.capture import Sink
+from polyrlm.pycell import Sink
 
 __all__ = ["capture"]
 

@@ -10,12 +10,10 @@ and starts a fresh namespace).
 
 from __future__ import annotations
 
-import ast
 import ctypes
 import linecache
 import threading
 import time
-import traceback
 from itertools import count
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,8 +24,9 @@ from polyrlm.backends.python.capture import capture
 from polyrlm.backends.python.guide import python_guide
 from polyrlm.backends.python.watchdog import watchdog
 from polyrlm.contexts import load_python_context
-from polyrlm.environment import ContractSnippets, Environment, SubCallFailure, plain_answer
+from polyrlm.environment import ContractSnippets, Environment, SubCallFailure
 from polyrlm.errors import SubCallError
+from polyrlm.pycell import answer_slot, compile_cell, format_error, list_variables, read_answer
 from polyrlm.records import ExecResult, State, VarInfo
 
 __all__ = ["PYTHON_CONTRACT", "InlinePythonEnvironment", "context_hint"]
@@ -88,14 +87,6 @@ def _hidden_frame(filename: str) -> bool:
     )
 
 
-def _traceback(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)[1:]  # [0] is execute() itself
-    shown = traceback.StackSummary.from_list([f for f in frames if not _hidden_frame(f.filename)])
-    head = "Traceback (most recent call last):\n" if shown else ""
-    lines = [head, *shown.format(), *traceback.format_exception_only(exc)]
-    return "".join(lines).rstrip()
-
-
 class InlinePythonEnvironment(Environment):
     """A persistent namespace in the host process."""
 
@@ -117,13 +108,6 @@ class InlinePythonEnvironment(Environment):
         self._reset()
 
     def _reset(self) -> None:
-        answer: dict[str, Any] = {"content": "", "ready": False}
-
-        def final(value: Any) -> Any:
-            answer["content"] = value
-            answer["ready"] = True
-            return value
-
         def llm_query(prompt: str, model: str | None = None) -> str:
             return self.subcalls.llm_query(prompt, model)
 
@@ -139,8 +123,7 @@ class InlinePythonEnvironment(Environment):
         self.ns.clear()
         self.ns.update(
             __name__="__main__",
-            answer=answer,
-            FINAL=final,
+            FINAL=answer_slot(self.ns),
             llm_query=llm_query,
             llm_batch=llm_batch,
             rlm_query=rlm_query,
@@ -168,15 +151,7 @@ class InlinePythonEnvironment(Environment):
         # sees <cell-N>, numbered per environment, so a replay shows the same.
         name = f"<cell-{len(self._cells) + 1}@{self._serial}>"
         self._cells.append(name)
-        linecache.cache[name] = (len(code), None, code.splitlines(True), name)
-        tree = ast.parse(code, name)
-        last = None
-        tail = tree.body[-1] if tree.body else None
-        if isinstance(tail, ast.Expr):  # shown like a REPL shows a last expression
-            tree.body.pop()
-            last = ast.Expression(tail.value)
-        body = compile(tree, name, "exec")
-        return body, compile(last, name, "eval") if last is not None else None
+        return compile_cell(code, name)
 
     def execute(self, code: str) -> ExecResult:
         started = time.perf_counter()
@@ -202,44 +177,28 @@ class InlinePythonEnvironment(Environment):
                     f"TimeoutError: the block ran longer than {self.config.exec_timeout_s:g} s "
                     "and was interrupted; variables set before that are kept"
                 )
-            except SyntaxError as exc:
-                error = "".join(traceback.format_exception_only(exc)).rstrip()
             except BaseException as exc:  # the model's error, reported to it
-                error = _traceback(exc)
-        if error is not None:
-            error = error.replace(f"@{self._serial}>", ">")
-        answer = self.ns.get("answer")
-        if not isinstance(answer, dict):
-            answer = {}
-        ready = bool(answer.get("ready"))
+                error = format_error(exc, _hidden_frame).replace(f"@{self._serial}>", ">")
+        ready, content = read_answer(self.ns)
         return ExecResult(
             output=sink.getvalue(),
             error=error,
             truncated_chars=sink.dropped,
             duration_s=time.perf_counter() - started,
             answer_ready=ready,
-            answer=plain_answer(answer.get("content")) if ready else None,
+            answer=content if ready else None,
             timed_out=timed_out,
         )
 
     def read_state(self) -> State:
-        hidden = set(_PROVIDED) | {"SubCallError", "answer", "__name__", "__builtins__"}
-        variables = []
-        for key, value in self.ns.items():
-            if key in hidden or key.startswith("_") or type(value).__name__ == "module":
-                continue
-            try:
-                size = len(value)
-            except Exception:
-                size = None
-            variables.append(VarInfo(name=key, type=type(value).__name__, size=size))
-        answer = self.ns.get("answer")
-        if not isinstance(answer, dict):
-            answer = {}
+        hidden = {*_PROVIDED, "SubCallError", "answer"}
+        ready, content = read_answer(self.ns)
         return State(
-            variables=tuple(variables),
-            answer=plain_answer(answer.get("content")),
-            answer_ready=bool(answer.get("ready")),
+            variables=tuple(
+                VarInfo(name=n, type=t, size=size) for n, t, size in list_variables(self.ns, hidden)
+            ),
+            answer=content,
+            answer_ready=ready,
         )
 
     def prompt_guide(self) -> str:

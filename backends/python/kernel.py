@@ -37,6 +37,7 @@ from polyrlm.bridge import Bridge
 from polyrlm.contexts import load_python_context
 from polyrlm.environment import ContractSnippets, EnvConfig, Environment
 from polyrlm.errors import EnvironmentCrashed
+from polyrlm.pycell import PYCELL_MODULE, boot_source, own_source
 from polyrlm.records import ExecResult, State, VarInfo
 
 __all__ = [
@@ -70,7 +71,7 @@ def _prelude(capture_limit: int) -> str:
     prelude = prelude.replace("__POLYRLM_CAPTURE_LIMIT__", str(capture_limit))
     body = json.dumps(client + "\n" + prelude)
     # A private namespace for the helpers; only the public names reach the user.
-    return (
+    return boot_source(PYCELL_MODULE, own_source()) + (
         "def __polyrlm_boot():\n"
         "    ns = {'__name__': 'polyrlm_kernel'}\n"
         f"    exec(compile({body}, '<polyrlm>', 'exec'), ns)\n"

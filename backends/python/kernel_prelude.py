@@ -1,12 +1,15 @@
 # Runs inside the Jupyter kernel, once per kernel start, after the bridge
 # client's source (so llm_query & co. are defined in this namespace). The
 # host fills in __POLYRLM_CAPTURE_LIMIT__. Standard library only; it must
-# not import polyrlm: nothing of the host's package or memory comes in.
+# not import polyrlm: nothing of the host's package or memory comes in. The
+# host ships polyrlm.pycell's source first, as the module _polyrlm_pycell.
 # ruff: noqa
 import json as _json
 import sys as _sys
 
-_capture = {"limit": __POLYRLM_CAPTURE_LIMIT__, "kept": 0, "dropped": 0}
+import _polyrlm_pycell as _pycell
+
+_cap = _pycell.Capped(__POLYRLM_CAPTURE_LIMIT__)
 
 
 class _CappedStream:
@@ -18,12 +21,9 @@ class _CappedStream:
 
     def write(self, text):
         text = str(text)
-        room = _capture["limit"] - _capture["kept"]
-        if room > 0:
-            piece = text[:room]
+        piece = _cap.take(text)
+        if piece:
             self._inner.write(piece)
-            _capture["kept"] += len(piece)
-        _capture["dropped"] += len(text) - min(len(text), max(room, 0))
         return len(text)
 
     def __getattr__(self, name):
@@ -31,25 +31,11 @@ class _CappedStream:
 
 
 def _reset_capture(*_args):
-    _capture["kept"] = 0
-    _capture["dropped"] = 0
+    _cap.reset()
     for name in ("stdout", "stderr"):
         stream = getattr(_sys, name)
         if not isinstance(stream, _CappedStream):
             setattr(_sys, name, _CappedStream(stream))
-
-
-def _plain(value):
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    try:
-        return value.item()  # numpy scalars
-    except Exception:
-        return str(value)
 
 
 _PROVIDED = {
@@ -71,39 +57,18 @@ _PROVIDED = {
 
 
 def _report(user_ns):
-    answer = user_ns.get("answer")
-    if not isinstance(answer, dict):
-        answer = {}
-    ready = bool(answer.get("ready"))
-    return _json.dumps(
-        {"ready": ready, "answer": _plain(answer.get("content")), "dropped": _capture["dropped"]}
-    )
+    ready, content = _pycell.read_answer(user_ns)
+    return _json.dumps({"ready": ready, "answer": content, "dropped": _cap.dropped})
 
 
 def _state(user_ns):
-    out = []
-    for key, value in list(user_ns.items()):
-        if key in _PROVIDED or key.startswith("_") or type(value).__name__ == "module":
-            continue
-        try:
-            size = len(value)
-        except Exception:
-            size = None
-        out.append({"name": key, "type": type(value).__name__, "size": size})
-    return _json.dumps(out)
+    listed = _pycell.list_variables(user_ns, _PROVIDED)
+    return _json.dumps([{"name": n, "type": t, "size": size} for n, t, size in listed])
 
 
 def _install(user_ns):
-    answer = {"content": "", "ready": False}
-
-    def FINAL(value):
-        answer["content"] = value
-        answer["ready"] = True
-        return value
-
     user_ns.update(
-        answer=answer,
-        FINAL=FINAL,
+        FINAL=_pycell.answer_slot(user_ns),
         llm_query=llm_query,
         llm_batch=llm_batch,
         rlm_query=rlm_query,

@@ -5,8 +5,10 @@ namespace (``__main__``) only gets the public names: ``context``, ``answer``,
 ``FINAL``, ``llm_query``, ``llm_batch``, ``rlm_query``, ``rlm_batch``,
 ``SubCallError``, ``SubCallFailure``.
 
-It re-implements, on purpose, a few small things the host has (the answer's
-JSON form, the capped output sink): the guest cannot import polyrlm.
+It cannot import polyrlm; what it shares with the other Python backends
+(compiling a cell, the capped output sink, error text, the variable listing,
+the answer's JSON form) comes from :mod:`polyrlm.pycell`, whose source the
+host ships in first as the module ``_polyrlm_pycell``.
 
 How a turn works: the host sends ``_polyrlm.run(code, soft_s, limit)``.
 ``run`` compiles the code, turns on ``sys.monitoring`` JUMP events for the
@@ -23,20 +25,35 @@ is at most 1 MiB), and long replies come back in pages (``polyrlm_more``).
 
 from __future__ import annotations
 
-import ast
 import builtins
 import importlib
 import json
 import keyword
-import linecache
 import math
-import numbers
 import os
 import sys
 import time
-import traceback
 import types
 from typing import Any
+
+try:  # in the sandbox: shipped in before this module
+    from _polyrlm_pycell import (  # type: ignore[import-not-found]
+        Sink,
+        answer_slot,
+        compile_cell,
+        format_error,
+        list_variables,
+        read_answer,
+    )
+except ImportError:  # on the host (type checks; the host reads RESULT_MARK)
+    from polyrlm.pycell import (
+        Sink,
+        answer_slot,
+        compile_cell,
+        format_error,
+        list_variables,
+        read_answer,
+    )
 
 __all__ = [
     "RESULT_MARK",
@@ -89,41 +106,6 @@ class SubCallFailure(str):
         self = super().__new__(cls, f"[sub-call failed: {error}]")
         self.error = error
         return self
-
-
-class _Sink:
-    """stdout and stderr of one turn, capped at ``limit`` characters."""
-
-    encoding = "utf-8"
-    errors = "backslashreplace"
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.parts: list[str] = []
-        self.kept = 0
-        self.dropped = 0
-
-    def write(self, text: str) -> int:
-        text = str(text)
-        room = self.limit - self.kept
-        if room > 0:
-            piece = text[:room]
-            self.parts.append(piece)
-            self.kept += len(piece)
-        self.dropped += max(0, len(text) - max(room, 0))
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return True
-
-    def getvalue(self) -> str:
-        return "".join(self.parts)
 
 
 def _main() -> dict[str, Any]:
@@ -229,17 +211,6 @@ def rlm_batch(prompts: list[str], contexts: list[Any] | None = None) -> list[str
     return _many(_exchange({"op": "rlm_batch", "prompts": items, "contexts": wired}))
 
 
-def FINAL(value: Any) -> Any:
-    """Set the answer and mark it ready."""
-    main = _main()
-    answer = main.get("answer")
-    if not isinstance(answer, dict):
-        answer = main["answer"] = {}
-    answer["content"] = value
-    answer["ready"] = True
-    return value
-
-
 def _exit(code: Any = None) -> None:
     # exit()/quit() would end the whole session; here they end only the block.
     raise SystemExit(code)
@@ -254,8 +225,7 @@ def install(settings: dict[str, Any]) -> None:
     builtins.exit = builtins.quit = _exit  # type: ignore[assignment]
     main = _main()
     main.update(
-        answer={"content": "", "ready": False},
-        FINAL=FINAL,
+        FINAL=answer_slot(main),
         llm_query=llm_query,
         llm_batch=llm_batch,
         rlm_query=rlm_query,
@@ -295,42 +265,13 @@ def load_context(root: str) -> None:
     _emit({"state": _variables()})
 
 
-def plain(value: Any) -> Any:
-    """The answer as JSON-able data, as the host's ``plain_answer``."""
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    return str(value)
-
-
 def _variables() -> list[list[Any]]:
-    out: list[list[Any]] = []
-    for name, value in list(_main().items()):
-        if name in PROVIDED or name.startswith("_") or isinstance(value, types.ModuleType):
-            continue
-        try:
-            size: int | None = len(value)
-        except Exception:
-            size = None
-        out.append([name, type(value).__name__, size])
-        if len(out) >= int(_settings["max_variables"]):
-            break
-    return out
+    listed = list_variables(_main(), PROVIDED, int(_settings["max_variables"]))
+    return [list(item) for item in listed]
 
 
 def _answer() -> dict[str, Any]:
-    answer = _main().get("answer")
-    if not isinstance(answer, dict):
-        return {"ready": False, "content": None}
-    ready = bool(answer.get("ready"))
-    content = plain(answer.get("content"))
+    ready, content = read_answer(_main())
     text = json.dumps(content, ensure_ascii=True)
     limit = int(_settings["answer_chars"])
     if len(text) > limit:  # kept as text, cut, so the result line stays bounded
@@ -345,15 +286,9 @@ def _emit(result: dict[str, Any]) -> None:
     stream.flush()
 
 
-def _compile(code: str, name: str) -> tuple[types.CodeType, types.CodeType | None]:
-    linecache.cache[name] = (len(code), None, code.splitlines(True), name)
-    tree = ast.parse(code, name)
-    last = None
-    tail = tree.body[-1] if tree.body else None
-    if isinstance(tail, ast.Expr):  # shown like a REPL shows a last expression
-        tree.body.pop()
-        last = compile(ast.Expression(tail.value), name, "eval")
-    return compile(tree, name, "exec"), last
+def _ours(filename: str) -> bool:
+    """Frames of this helper and of pycell: not the model's code."""
+    return filename in ("<_polyrlm>", "<_polyrlm_pycell>")
 
 
 def run(code: str, soft_s: float | None, limit: int) -> None:
@@ -364,14 +299,14 @@ def run(code: str, soft_s: float | None, limit: int) -> None:
     _settings["soft_s"] = soft_s
     monitoring: Any = getattr(sys, "monitoring")  # noqa: B009 - absent from 3.11 stubs
     main = _main()
-    sink = _Sink(limit)
+    sink = Sink(limit)
     saved = sys.stdout, sys.stderr
     sys.stdout = sys.stderr = sink
     error: str | None = None
     timed_out = False
     try:
         try:
-            body, last = _compile(code, f"<cell-{_cells}>")
+            body, last = compile_cell(code, f"<cell-{_cells}>")
             if soft_s is not None:
                 for item in (body, last):
                     if item is not None:
@@ -387,11 +322,8 @@ def run(code: str, soft_s: float | None, limit: int) -> None:
     except ExecTimeout as exc:
         timed_out = True
         error = f"TimeoutError: {exc}; it was interrupted, variables set before that are kept"
-    except SyntaxError as exc:
-        error = "".join(traceback.format_exception_only(exc)).rstrip()
     except BaseException as exc:  # the model's error, reported to it
-        tb = exc.__traceback__.tb_next if exc.__traceback__ else None  # skip this frame
-        error = "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+        error = format_error(exc, _ours)
         if isinstance(exc, MemoryError):
             error += "\n" + str(_settings["memory_note"])
     finally:

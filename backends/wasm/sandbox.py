@@ -17,6 +17,7 @@ from typing import Any
 
 from polyrlm.backends.wasm.context_files import CONTEXT_GUEST_PATH
 from polyrlm.backends.wasm.host_tools import WASM_PIECE_CHARS, SubCallDoor
+from polyrlm.pycell import PYCELL_MODULE, boot_source, own_source
 
 __all__ = [
     "WASM_ANSWER_MAX_CHARS",
@@ -45,6 +46,8 @@ _RESULT_SLACK_BYTES = 4 * 1024**2
 _ESCAPED_BYTES_PER_CHAR = 6
 
 _MARK: str | None = None
+#: The private module the guest helper (guest.py's source) becomes in the sandbox.
+GUEST_MODULE = "_polyrlm"
 
 
 def _guest_source() -> str:
@@ -116,14 +119,9 @@ class Sandbox:
             "memory_note": memory_note,
         }
         boot = (
-            "def __polyrlm_boot(source, settings):\n"
-            "    import sys, types\n"
-            "    module = types.ModuleType('_polyrlm')\n"
-            "    sys.modules['_polyrlm'] = module\n"
-            "    exec(compile(source, '<polyrlm-guest>', 'exec'), module.__dict__)\n"
-            "    module.install(settings)\n"
-            f"__polyrlm_boot({_guest_source()!r}, {settings!r})\n"
-            "del __polyrlm_boot\n"
+            boot_source(PYCELL_MODULE, own_source())  # what the guest imports
+            + boot_source(GUEST_MODULE, _guest_source())
+            + f"__import__({GUEST_MODULE!r}).install({settings!r})\n"
         )
         done = self._setup_turn(boot)
         if done.ended is not None or done.stray.strip():
@@ -160,12 +158,14 @@ class Sandbox:
 
     def load_context(self) -> Turn:
         """Load the granted context folder into ``context`` (and named variables)."""
-        return self._setup_turn(f"__import__('_polyrlm').load_context({CONTEXT_GUEST_PATH!r})")
+        return self._setup_turn(
+            f"__import__({GUEST_MODULE!r}).load_context({CONTEXT_GUEST_PATH!r})"
+        )
 
     def run(self, code: str, soft_s: float | None) -> Turn:
         """One block of the model's code; ``soft_s`` until its loops are
         interrupted (None: they are not watched)."""
-        call = f"__import__('_polyrlm').run({code!r}, {soft_s!r}, {self.limit!r})"
+        call = f"__import__({GUEST_MODULE!r}).run({code!r}, {soft_s!r}, {self.limit!r})"
         return self._turn(call)
 
     @property

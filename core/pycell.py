@@ -1,0 +1,205 @@
+"""One cell of the model's Python, run the same way by every Python backend.
+
+Standard library only, and no polyrlm import: the host imports it (the
+``python-inline`` backend, the broker's answers, the capped sinks), and its
+*source* is also shipped into the Jupyter kernel and the WebAssembly guest,
+where it becomes the private module :data:`PYCELL_MODULE` (see
+:func:`boot_source`). So all three compile a block alike (a last expression
+is shown, as a REPL shows it), cap its output alike, report its errors
+without polyrlm's own frames, list the same variables and turn the answer
+into the same JSON-able data.
+"""
+
+from __future__ import annotations
+
+import ast
+import linecache
+import numbers
+import threading
+import traceback
+import types
+from collections.abc import Callable, Collection, Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "PYCELL_MODULE",
+    "Capped",
+    "Sink",
+    "answer_slot",
+    "boot_source",
+    "compile_cell",
+    "format_error",
+    "list_variables",
+    "own_source",
+    "plain_answer",
+    "read_answer",
+]
+
+#: The module name this file's source gets inside a kernel or a sandbox.
+PYCELL_MODULE = "_polyrlm_pycell"
+
+
+def plain_answer(value: Any) -> Any:
+    """The answer as JSON-able data: str, numbers, bools, None, lists and
+    dicts of those are kept; numpy scalars become their Python value;
+    anything else becomes its ``str``."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, numbers.Integral):  # numpy and friends
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, list | tuple):
+        return [plain_answer(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain_answer(v) for k, v in value.items()}
+    if getattr(value, "shape", None) == () and callable(getattr(value, "item", None)):
+        try:  # a numpy bool or 0-d array: its Python value
+            return plain_answer(value.item())
+        except Exception:
+            pass
+    return str(value)
+
+
+class Capped:
+    """The cap on one cell's output: keeps up to ``limit`` characters and
+    only counts the rest, so printing gigabytes costs time, not memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.kept = 0
+        self.dropped = 0
+
+    def take(self, text: str) -> str:
+        """The part of ``text`` that still fits; the rest is counted."""
+        room = self.limit - self.kept
+        piece = text[: max(room, 0)]
+        self.kept += len(piece)
+        self.dropped += len(text) - len(piece)
+        return piece
+
+    def reset(self) -> None:
+        self.kept = self.dropped = 0
+
+
+class Sink(Capped):
+    """Collected output of one cell, capped; a file-like ``write`` target,
+    safe to write from several threads."""
+
+    encoding = "utf-8"
+    errors = "backslashreplace"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.parts: list[str] = []
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        text = str(text)
+        with self._lock:
+            piece = self.take(text)
+            if piece:
+                self.parts.append(piece)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def getvalue(self) -> str:
+        return "".join(self.parts)
+
+
+def compile_cell(code: str, name: str) -> tuple[types.CodeType, types.CodeType | None]:
+    """The cell's body and, when it ends in an expression, that expression
+    (to be shown like a REPL shows it). The source goes into ``linecache``
+    under ``name`` so tracebacks quote it; the caller removes it."""
+    linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+    tree = ast.parse(code, name)
+    last = None
+    tail = tree.body[-1] if tree.body else None
+    if isinstance(tail, ast.Expr):
+        tree.body.pop()
+        last = compile(ast.Expression(tail.value), name, "eval")
+    return compile(tree, name, "exec"), last
+
+
+def format_error(exc: BaseException, hide: Callable[[str], bool]) -> str:
+    """The model's error as it should read it: a syntax error as itself, any
+    other with the traceback of its own cells, leaving out the frame that ran
+    the cell and every frame whose file name ``hide`` says is ours."""
+    if isinstance(exc, SyntaxError):
+        return "".join(traceback.format_exception_only(exc)).rstrip()
+    frames = traceback.extract_tb(exc.__traceback__)[1:]
+    shown = traceback.StackSummary.from_list([f for f in frames if not hide(f.filename)])
+    head = ["Traceback (most recent call last):\n"] if shown else []
+    return "".join([*head, *shown.format(), *traceback.format_exception_only(exc)]).rstrip()
+
+
+def list_variables(
+    ns: Mapping[str, Any], hidden: Collection[str], limit: int | None = None
+) -> list[tuple[str, str, int | None]]:
+    """The model's variables: name, type and length (None when it has none);
+    provided names, private names and modules left out; at most ``limit``."""
+    out: list[tuple[str, str, int | None]] = []
+    for name, value in list(ns.items()):
+        if name in hidden or name.startswith("_") or isinstance(value, types.ModuleType):
+            continue
+        try:
+            size: int | None = len(value)
+        except Exception:
+            size = None
+        out.append((name, type(value).__name__, size))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def answer_slot(ns: MutableMapping[str, Any]) -> Callable[[Any], Any]:
+    """Put a fresh ``answer`` dict in ``ns``; return the ``FINAL`` function
+    that fills ``ns['answer']`` (a new dict if the code replaced it)."""
+    ns["answer"] = {"content": "", "ready": False}
+
+    def FINAL(value: Any) -> Any:
+        answer = ns.get("answer")
+        if not isinstance(answer, dict):
+            answer = ns["answer"] = {}
+        answer["content"] = value
+        answer["ready"] = True
+        return value
+
+    return FINAL
+
+
+def read_answer(ns: Mapping[str, Any]) -> tuple[bool, Any]:
+    """Whether ``ns['answer']`` is marked ready, and its content as plain data."""
+    answer = ns.get("answer")
+    if not isinstance(answer, dict):
+        return False, None
+    return bool(answer.get("ready")), plain_answer(answer.get("content"))
+
+
+def boot_source(module: str, source: str) -> str:
+    """Python source that, run in another interpreter, makes ``source`` the
+    module ``module`` there (importable, in ``sys.modules``), leaving no
+    other name behind."""
+    return (
+        "def __polyrlm_module(name, source):\n"
+        "    import sys, types\n"
+        "    module = types.ModuleType(name)\n"
+        "    sys.modules[name] = module\n"
+        "    exec(compile(source, '<' + name + '>', 'exec'), module.__dict__)\n"
+        f"__polyrlm_module({module!r}, {source!r})\n"
+        "del __polyrlm_module\n"
+    )
+
+
+def own_source() -> str:
+    """This module's source, to ship it with :func:`boot_source`."""
+    return Path(__file__).read_text(encoding="utf-8")
