@@ -32,28 +32,33 @@ stderr (:data:`~polyrlm.backends.bash.shell.SHELL_STDERR_TAIL_CHARS`).
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import shlex
 import shutil
-import stat
 import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar, Self, TypeVar, overload
+from typing import Any, ClassVar, Self, TypeVar
 
 from pydantic import Field, model_validator
 
 from polyrlm.backends.bash.context_files import ContextPlan, place_context
 from polyrlm.backends.bash.guide import bash_guide
-from polyrlm.backends.bash.reports import error_text, model_variables, shell_names, work_files
+from polyrlm.backends.bash.reports import (
+    error_text,
+    model_variables,
+    read_answer_file,
+    shell_names,
+    work_files,
+)
 from polyrlm.backends.bash.sandbox import (
     HostDirs,
+    SandboxFlag,
     bwrap_argv,
-    bwrap_path,
+    choose_sandbox,
     host_layout,
     sandbox_layout,
     shell_env,
@@ -69,7 +74,7 @@ from polyrlm.backends.bash.scripts import (
 from polyrlm.backends.bash.shell import SHELL_STDERR_TAIL_CHARS, RunOutcome, ShellProcess
 from polyrlm.bridge import Bridge
 from polyrlm.environment import ContractSnippets, EnvConfig, Environment, SubCalls
-from polyrlm.errors import BackendUnavailable, ConfigError, EnvironmentCrashed
+from polyrlm.errors import BackendUnavailable, EnvironmentCrashed
 from polyrlm.records import ExecResult, State
 
 __all__ = [
@@ -104,32 +109,6 @@ BASH_CONTRACT = ContractSnippets(
 )
 
 T = TypeVar("T")
-_log = logging.getLogger(__name__)
-_warned = False
-
-
-def _warn_unsandboxed() -> None:
-    global _warned
-    if not _warned:
-        _warned = True
-        _log.warning(
-            "polyrlm bash backend: bubblewrap (bwrap) is not installed, so the shell is NOT "
-            "sandboxed: the model's commands run as this user, with this machine's files and "
-            "network. Install it (Debian: apt-get install bubblewrap), or pass sandbox=False "
-            "to choose this knowingly."
-        )
-
-
-class _SandboxFlag:
-    """``sandboxed``: on the class, whether the default configuration is
-    sandboxed here (bwrap installed); on an environment, whether it is."""
-
-    @overload
-    def __get__(self, obj: None, owner: type[Any]) -> bool: ...
-    @overload
-    def __get__(self, obj: BashEnvironment, owner: type[Any]) -> bool: ...
-    def __get__(self, obj: BashEnvironment | None, owner: type[Any]) -> bool:
-        return bwrap_path() is not None if obj is None else obj.is_sandboxed
 
 
 class BashEnvironment(Environment):
@@ -138,7 +117,7 @@ class BashEnvironment(Environment):
     name: ClassVar[str] = "bash"
     language: ClassVar[str] = "bash"
     fence_tags: ClassVar[tuple[str, ...]] = ("bash", "sh", "shell")
-    sandboxed = _SandboxFlag()
+    sandboxed = SandboxFlag()
     contract: ClassVar[ContractSnippets] = BASH_CONTRACT
 
     class Config(EnvConfig):
@@ -173,16 +152,7 @@ class BashEnvironment(Environment):
         if config is not None and not isinstance(config, self.Config):
             config = self.Config(**config.model_dump(exclude_unset=True))
         super().__init__(subcalls, config)
-        self._bwrap = bwrap_path()
-        wanted = self.config.sandbox
-        if wanted and self._bwrap is None:
-            raise ConfigError(
-                "the bash backend's sandbox needs bubblewrap (bwrap), which is not installed: "
-                "apt-get install bubblewrap, or pass sandbox=False to run unsandboxed"
-            )
-        self.is_sandboxed: bool = self._bwrap is not None if wanted is None else wanted
-        if not self.is_sandboxed and wanted is None:
-            _warn_unsandboxed()
+        self._bwrap, self.is_sandboxed = choose_sandbox(self.config.sandbox)
         self._closed = False
         self._shell: ShellProcess | None = None
         self._plan = ContextPlan()
@@ -357,25 +327,7 @@ class BashEnvironment(Environment):
         )
 
     def _answer(self) -> str | None:
-        """The answer file's text, or None. The sandbox can write that folder:
-        a symlink there must not make us read a host file, nor a FIFO block us."""
-        try:
-            fd = os.open(
-                self.dirs.answer / ANSWER_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-            )
-        except OSError:  # none yet, or a symlink
-            return None
-        with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None
-            data = fh.read(BASH_ANSWER_MAX_BYTES + 1)
-        note = ""
-        if len(data) > BASH_ANSWER_MAX_BYTES:
-            data, note = (
-                data[:BASH_ANSWER_MAX_BYTES],
-                f"\n[answer cut at {BASH_ANSWER_MAX_BYTES} bytes]",
-            )
-        return data.decode("utf-8", "replace").rstrip("\n") + note
+        return read_answer_file(self.dirs.answer / ANSWER_FILE, BASH_ANSWER_MAX_BYTES)
 
     def _read_state(self) -> State:
         shell = self._ensure()

@@ -1,4 +1,5 @@
-"""What the bash backend reports: a block's error text, and for
+"""What the bash backend reports: a block's error text, the answer ``final``
+wrote, and for
 ``read_state`` the model's shell variables and functions (the listing of
 ``__polyrlm_state`` minus the names the shell had at start) and the files of
 its working directory."""
@@ -6,12 +7,20 @@ its working directory."""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from polyrlm.backends.bash.shell import SHELL_STDERR_TAIL_CHARS, RunOutcome
 from polyrlm.records import VarInfo
 
-__all__ = ["STATE_FILES_MAX", "error_text", "model_variables", "shell_names", "work_files"]
+__all__ = [
+    "STATE_FILES_MAX",
+    "error_text",
+    "model_variables",
+    "read_answer_file",
+    "shell_names",
+    "work_files",
+]
 
 #: Entries of the working directory listed by ``read_state`` at most.
 STATE_FILES_MAX = 200
@@ -108,3 +117,21 @@ def work_files(work: Path) -> list[VarInfo]:
         except OSError:
             continue
     return out
+
+
+def read_answer_file(path: Path, max_bytes: int) -> str | None:
+    """The answer file's text (cut at ``max_bytes``, with a note), or None.
+    The sandbox can write that folder: a symlink there must not make us read
+    a host file, nor a FIFO block us."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # none yet, or a symlink
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = fh.read(max_bytes + 1)
+    note = ""
+    if len(data) > max_bytes:
+        data, note = data[:max_bytes], f"\n[answer cut at {max_bytes} bytes]"
+    return data.decode("utf-8", "replace").rstrip("\n") + note

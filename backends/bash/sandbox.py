@@ -1,5 +1,5 @@
-"""Where the shell sees its folders, and the bubblewrap command that builds
-its sandbox.
+"""Whether the shell is sandboxed, where it sees its folders, and the
+bubblewrap command that builds its sandbox.
 
 Sandboxed (``bwrap``), the shell gets: the system folders read-only
 (:data:`SANDBOX_SYSTEM_PATHS`, and the host interpreter's prefix for the
@@ -16,11 +16,18 @@ Unsandboxed, the same folders are used at their host paths.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
+
+from polyrlm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from polyrlm.backends.bash.environment import BashEnvironment
 
 __all__ = [
     "GUEST_ROOT",
@@ -30,8 +37,10 @@ __all__ = [
     "SHELL_LOCALE",
     "HostDirs",
     "Layout",
+    "SandboxFlag",
     "bwrap_argv",
     "bwrap_path",
+    "choose_sandbox",
     "host_layout",
     "sandbox_layout",
     "shell_env",
@@ -63,6 +72,49 @@ SHELL_LOCALE = "C.UTF-8"
 def bwrap_path() -> str | None:
     """The bubblewrap executable, if installed."""
     return shutil.which("bwrap")
+
+
+_log = logging.getLogger(__name__)
+_warned = False
+
+
+def _warn_unsandboxed() -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        _log.warning(
+            "polyrlm bash backend: bubblewrap (bwrap) is not installed, so the shell is NOT "
+            "sandboxed: the model's commands run as this user, with this machine's files and "
+            "network. Install it (Debian: apt-get install bubblewrap), or pass sandbox=False "
+            "to choose this knowingly."
+        )
+
+
+class SandboxFlag:
+    """``sandboxed``: on the class, whether the default configuration is
+    sandboxed here (bwrap installed); on an environment, whether it is."""
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any]) -> bool: ...
+    @overload
+    def __get__(self, obj: BashEnvironment, owner: type[Any]) -> bool: ...
+    def __get__(self, obj: BashEnvironment | None, owner: type[Any]) -> bool:
+        return bwrap_path() is not None if obj is None else obj.is_sandboxed
+
+
+def choose_sandbox(wanted: bool | None) -> tuple[str | None, bool]:
+    """bwrap's path and whether to sandbox, for ``Config.sandbox=wanted``:
+    True requires bwrap, False never sandboxes, None sandboxes when bwrap
+    is installed and warns (once) when it is not."""
+    bwrap = bwrap_path()
+    if wanted and bwrap is None:
+        raise ConfigError(
+            "the bash backend's sandbox needs bubblewrap (bwrap), which is not installed: "
+            "apt-get install bubblewrap, or pass sandbox=False to run unsandboxed"
+        )
+    if wanted is None and bwrap is None:
+        _warn_unsandboxed()
+    return bwrap, bwrap is not None if wanted is None else wanted
 
 
 @dataclass(frozen=True)

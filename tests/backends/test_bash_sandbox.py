@@ -142,7 +142,7 @@ def test_a_broken_bwrap_is_reported_clearly(
     fake = tmp_path / "bwrap"
     fake.write_text("#!/bin/sh\necho 'bwrap: Creating new namespace failed: nope' >&2\nexit 1\n")
     fake.chmod(0o755)
-    monkeypatch.setattr("polyrlm.backends.bash.environment.bwrap_path", lambda: str(fake))
+    monkeypatch.setattr("polyrlm.backends.bash.sandbox.bwrap_path", lambda: str(fake))
     env = BashEnvironment(EchoSubCalls())
     try:
         with pytest.raises(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from polyrlm.backends.bash import environment as bash_env
+from polyrlm.backends.bash import sandbox as bash_sandbox
 from polyrlm.backends.bash.environment import BashEnvironment
 from polyrlm.environment import Environment
 from polyrlm.errors import ConfigError
@@ -44,8 +44,8 @@ class TestUnsandboxedContract(EnvironmentContract):
 @pytest.fixture
 def no_bwrap(monkeypatch: pytest.MonkeyPatch) -> None:
     which = shutil.which
-    monkeypatch.setattr(bash_env, "bwrap_path", lambda: None)
-    monkeypatch.setattr(bash_env, "_warned", False)
+    monkeypatch.setattr(bash_sandbox, "bwrap_path", lambda: None)
+    monkeypatch.setattr(bash_sandbox, "_warned", False)
     monkeypatch.setattr(
         "shutil.which", lambda name, *a, **k: None if name == "bwrap" else which(name, *a, **k)
     )
