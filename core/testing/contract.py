@@ -14,9 +14,10 @@ each backend's language come from its ``Environment.contract``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -24,12 +25,34 @@ from polyrlm.environment import EnvConfig, Environment
 from polyrlm.errors import SubCallError
 from polyrlm.registry import get_registry
 
-__all__ = ["ECHO_PREFIX", "EchoSubCalls", "EnvironmentContract", "shows"]
+__all__ = ["ECHO_PREFIX", "EchoSubCalls", "EnvironmentContract", "opened_envs", "shows"]
 
 #: What :class:`EchoSubCalls` puts before each prompt it answers.
 ECHO_PREFIX = "re:"
 
 EnvFactory = Callable[..., Environment]
+E = TypeVar("E", bound=Environment)
+
+
+@contextlib.contextmanager
+def opened_envs(cls: type[E], **defaults: Any) -> Iterator[Callable[..., E]]:
+    """A factory ``(context="", **config) -> environment`` of ``cls`` with
+    :class:`EchoSubCalls`, its config ``defaults`` updated by ``config``;
+    every environment it made is closed when the block ends."""
+    made: list[E] = []
+
+    def factory(context: Any = "", **config: Any) -> E:
+        options = {**defaults, **config}
+        env = cls(EchoSubCalls(), cls.Config(**options) if options else None)
+        made.append(env)
+        env.load_context(context)
+        return env
+
+    try:
+        yield factory
+    finally:
+        for env in made:
+            env.close()
 
 
 def shows(output: str, value: str) -> bool:
@@ -83,18 +106,8 @@ class EnvironmentContract:
 
     @pytest.fixture
     def make_env(self, polyrlm_backend: str) -> Iterator[EnvFactory]:
-        cls = get_registry().get(polyrlm_backend)
-        made: list[Environment] = []
-
-        def factory(context: Any = "", **config: Any) -> Environment:
-            env = cls(EchoSubCalls(), cls.Config(**config) if config else None)
-            made.append(env)
-            env.load_context(context)
-            return env
-
-        yield factory
-        for env in made:
-            env.close()
+        with opened_envs(get_registry().get(polyrlm_backend)) as factory:
+            yield factory
 
     def test_class_attributes(self, polyrlm_backend: str) -> None:
         cls = get_registry().get(polyrlm_backend)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -17,24 +16,15 @@ from polyrlm.backends.bash import context_files
 from polyrlm.backends.bash.environment import BashEnvironment
 from polyrlm.backends.bash.json_lines import from_json, to_json
 from polyrlm.errors import ConfigError
-from polyrlm.testing.contract import EchoSubCalls
+from polyrlm.testing.contract import opened_envs
 
 Make = Callable[..., BashEnvironment]
 
 
 @pytest.fixture(params=[True, False], ids=["sandboxed", "unsandboxed"])
 def make(request: pytest.FixtureRequest) -> Iterator[Make]:
-    made: list[BashEnvironment] = []
-
-    def factory(context: Any) -> BashEnvironment:
-        env = BashEnvironment(EchoSubCalls(), BashEnvironment.Config(sandbox=request.param))
-        made.append(env)
-        env.load_context(context)
-        return env
-
-    yield factory
-    for env in made:
-        env.close()
+    with opened_envs(BashEnvironment, sandbox=request.param) as factory:
+        yield factory
 
 
 def test_text_is_the_exact_text(make: Make) -> None:

@@ -6,16 +6,14 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from polyrlm.backends.bash import sandbox as bash_sandbox
 from polyrlm.backends.bash.environment import BashEnvironment
-from polyrlm.environment import Environment
 from polyrlm.errors import ConfigError
 from polyrlm.registry import Registry, plugin_manager
-from polyrlm.testing.contract import EchoSubCalls, EnvFactory, EnvironmentContract
+from polyrlm.testing.contract import EchoSubCalls, EnvFactory, EnvironmentContract, opened_envs
 
 
 class TestUnsandboxedContract(EnvironmentContract):
@@ -23,17 +21,8 @@ class TestUnsandboxedContract(EnvironmentContract):
 
     @pytest.fixture
     def make_env(self) -> Iterator[EnvFactory]:
-        made: list[Environment] = []
-
-        def factory(context: Any = "", **config: Any) -> Environment:
-            env = BashEnvironment(EchoSubCalls(), BashEnvironment.Config(sandbox=False, **config))
-            made.append(env)
-            env.load_context(context)
-            return env
-
-        yield factory
-        for env in made:
-            env.close()
+        with opened_envs(BashEnvironment, sandbox=False) as factory:
+            yield factory
 
     def test_class_attributes(self) -> None:  # type: ignore[override]
         with BashEnvironment(EchoSubCalls(), BashEnvironment.Config(sandbox=False)) as env:

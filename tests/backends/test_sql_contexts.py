@@ -21,22 +21,13 @@ pd = pytest.importorskip("pandas")
 from polyrlm.backends.sql import lines, sources  # noqa: E402
 from polyrlm.backends.sql.environment import SqlEnvironment  # noqa: E402
 from polyrlm.errors import ConfigError  # noqa: E402
-from polyrlm.testing.contract import EchoSubCalls  # noqa: E402
+from polyrlm.testing.contract import EchoSubCalls, opened_envs  # noqa: E402
 
 
 @pytest.fixture
 def make() -> Iterator[Any]:
-    made: list[SqlEnvironment] = []
-
-    def factory(context: Any) -> SqlEnvironment:
-        env = SqlEnvironment(EchoSubCalls())
-        made.append(env)
-        env.load_context(context)
-        return env
-
-    yield factory
-    for env in made:
-        env.close()
+    with opened_envs(SqlEnvironment) as factory:
+        yield factory
 
 
 def rows(env: SqlEnvironment, sql: str) -> list[tuple[Any, ...]]:
