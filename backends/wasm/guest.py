@@ -37,23 +37,9 @@ import types
 from typing import Any
 
 try:  # in the sandbox: shipped in before this module
-    from _polyrlm_pycell import (  # type: ignore[import-not-found]
-        Sink,
-        answer_slot,
-        compile_cell,
-        format_error,
-        list_variables,
-        read_answer,
-    )
+    import _polyrlm_pycell as pycell  # type: ignore[import-not-found]
 except ImportError:  # on the host (type checks; the host reads RESULT_MARK)
-    from polyrlm.pycell import (
-        Sink,
-        answer_slot,
-        compile_cell,
-        format_error,
-        list_variables,
-        read_answer,
-    )
+    from polyrlm import pycell
 
 __all__ = [
     "RESULT_MARK",
@@ -225,7 +211,7 @@ def install(settings: dict[str, Any]) -> None:
     builtins.exit = builtins.quit = _exit  # type: ignore[assignment]
     main = _main()
     main.update(
-        FINAL=answer_slot(main),
+        FINAL=pycell.answer_slot(main),
         llm_query=llm_query,
         llm_batch=llm_batch,
         rlm_query=rlm_query,
@@ -266,12 +252,12 @@ def load_context(root: str) -> None:
 
 
 def _variables() -> list[list[Any]]:
-    listed = list_variables(_main(), PROVIDED, int(_settings["max_variables"]))
+    listed = pycell.list_variables(_main(), PROVIDED, int(_settings["max_variables"]))
     return [list(item) for item in listed]
 
 
 def _answer() -> dict[str, Any]:
-    ready, content = read_answer(_main())
+    ready, content = pycell.read_answer(_main())
     text = json.dumps(content, ensure_ascii=True)
     limit = int(_settings["answer_chars"])
     if len(text) > limit:  # kept as text, cut, so the result line stays bounded
@@ -299,14 +285,14 @@ def run(code: str, soft_s: float | None, limit: int) -> None:
     _settings["soft_s"] = soft_s
     monitoring: Any = getattr(sys, "monitoring")  # noqa: B009 - absent from 3.11 stubs
     main = _main()
-    sink = Sink(limit)
+    sink = pycell.Sink(limit)
     saved = sys.stdout, sys.stderr
     sys.stdout = sys.stderr = sink
     error: str | None = None
     timed_out = False
     try:
         try:
-            body, last = compile_cell(code, f"<cell-{_cells}>")
+            body, last = pycell.compile_cell(code, f"<cell-{_cells}>")
             if soft_s is not None:
                 for item in (body, last):
                     if item is not None:
@@ -323,7 +309,7 @@ def run(code: str, soft_s: float | None, limit: int) -> None:
         timed_out = True
         error = f"TimeoutError: {exc}; it was interrupted, variables set before that are kept"
     except BaseException as exc:  # the model's error, reported to it
-        error = format_error(exc, _ours)
+        error = pycell.format_error(exc, _ours)
         if isinstance(exc, MemoryError):
             error += "\n" + str(_settings["memory_note"])
     finally:
