@@ -4,6 +4,7 @@ the root model is shown instead of the context itself."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,13 @@ from typing import Any
 from polyrlm.config import CHARS_PER_TOKEN, PREVIEW_CHARS
 from polyrlm.errors import ConfigError
 
-__all__ = ["TABLE_SUFFIXES", "describe_context", "load_python_context", "text_size"]
+__all__ = [
+    "TABLE_SUFFIXES",
+    "clear_folder",
+    "describe_context",
+    "load_python_context",
+    "text_size",
+]
 
 #: File suffixes read as tables (DataFrames) rather than text.
 TABLE_SUFFIXES = frozenset({".csv", ".tsv", ".parquet", ".pq"})
@@ -46,6 +53,17 @@ def _read_path(path: Path) -> Any:
         raise
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read context {str(path)!r}: {exc}") from exc
+
+
+def clear_folder(folder: Path) -> None:
+    """Make ``folder`` exist and hold nothing, keeping the folder itself (a
+    running sandbox may hold it open); symlinks in it are removed, never followed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
 
 
 def load_python_context(context: Any) -> Any:

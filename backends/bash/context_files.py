@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from polyrlm.contexts import clear_folder
 from polyrlm.errors import ConfigError
 
 __all__ = ["DOC_NAME_DIGITS", "ContextPlan", "place_context"]
@@ -169,20 +169,11 @@ def _safe_name(key: Any, taken: set[str]) -> str:
     return name
 
 
-def _clear(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.iterdir():
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old)
-        else:
-            old.unlink()
-
-
 def place_context(value: Any, folder: Path, *, link: bool) -> ContextPlan:
     """Write ``value`` into ``folder`` (emptied first) per the module's
     conventions. ``link``: symlink host paths (unsandboxed) rather than
     plan read-only binds over placeholders (sandboxed)."""
-    _clear(folder)
+    clear_folder(folder)
     placer = _Placer(folder, link)
     plan = placer.plan
     if isinstance(value, Path) and value.expanduser().is_dir():

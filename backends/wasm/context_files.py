@@ -11,11 +11,11 @@ which keeps column types). A dict is named contexts, one file each.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from polyrlm.contexts import clear_folder
 from polyrlm.errors import ConfigError
 
 __all__ = ["CONTEXT_GUEST_PATH", "MANIFEST_NAME", "write_context"]
@@ -61,12 +61,7 @@ def write_context(value: Any, folder: Path) -> None:
     """Write ``value`` (already a Python value: see ``load_python_context``)
     into ``folder``, replacing what was there. The folder itself is kept: a
     running sandbox holds it open as its grant."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.iterdir():
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old)
-        else:
-            old.unlink()
+    clear_folder(folder)
     manifest: dict[str, Any]
     if isinstance(value, Mapping):
         items = []
