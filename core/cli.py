@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from polyrlm.errors import PolyrlmError
-from polyrlm.progress import Progress
 from polyrlm.records import Budget, Result, StopReason
 
 __all__ = ["main"]
@@ -97,6 +96,7 @@ def _summary(result: Result) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from polyrlm.progress import Progress
     from polyrlm.rlm import RLM
 
     if not args.model:
@@ -182,6 +182,7 @@ def _add_replay(sub: Any) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from polyrlm.progress import Progress
     from polyrlm.replay import replay
 
     context = _context(args.context) if args.context is not None else None

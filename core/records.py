@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from polyrlm.events import Event
 
 __all__ = [
+    "REPLAY_QUOTE_CHARS",
     "Budget",
     "Divergence",
     "ExecResult",
@@ -193,7 +194,12 @@ class ReplayReport(Frozen):
         return "\n".join(lines)
 
 
-def _cut(value: Any, limit: int = 300) -> str:
+#: Characters of a recorded or replayed text (an output, a prompt) quoted in a
+#: replay's report; the whole texts stay in the trajectories.
+REPLAY_QUOTE_CHARS = 300
+
+
+def _cut(value: Any, limit: int = REPLAY_QUOTE_CHARS) -> str:
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[:limit] + f"... [{len(text)} chars]"
 

@@ -15,13 +15,13 @@ record to a run you configure yourself.
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from polyrlm.errors import ConfigError, ModelCallFailed
 from polyrlm.events import Event, ModelCalled, RunStarted
-from polyrlm.records import Budget, Divergence, ReplayReport, Result, Role
+from polyrlm.records import REPLAY_QUOTE_CHARS, Budget, Divergence, ReplayReport, Result, Role
 from polyrlm.replay_compare import compare
 
 __all__ = ["Divergence", "ReplayBook", "ReplayReport", "load_events", "replay"]
@@ -38,6 +38,10 @@ def load_events(source: str | Path | Sequence[Event]) -> list[Event]:
     if not any(isinstance(e, RunStarted) and e.depth == 0 for e in events):
         raise ConfigError("the trajectory has no root run_started event")
     return events
+
+
+def _quote(text: str) -> str:
+    return repr(text[:REPLAY_QUOTE_CHARS])
 
 
 def _exec_number(exec_id: str) -> str:
@@ -127,13 +131,15 @@ class ReplayBook:
                     call,
                     "request",
                     f"the prompt of root turn {turn + 1} differs from the recorded one: an "
-                    f"earlier output or a setting changed (newest message now: {prompt[:200]!r})",
+                    f"earlier output or a setting changed (newest message now: {_quote(prompt)})",
                 )
             return call
         pool = self._sub_calls.get((recorded_run, digest))
         if pool:
             return pool.popleft()
-        self._note(None, "missing", f"a sub-call the record does not have: {prompt[:200]!r}")
+        self._note(
+            None, "missing", f"a sub-call the record does not have: {prompt[:REPLAY_QUOTE_CHARS]!r}"
+        )
         raise ModelCallFailed("replay: no recorded reply for this sub-call")
 
     def _note(self, event: Event | None, what: str, why: str) -> None:
@@ -157,7 +163,7 @@ def replay(
     context: Any = None,
     backend: str | None = None,
     log: str | Path | None = None,
-    on_event: Any = None,
+    on_event: Callable[[Event], None] | None = None,
 ) -> Result:
     """Re-run a recorded trajectory with the settings it keeps, serving every
     model call from it; ``result.replay`` says whether it came out the same.
