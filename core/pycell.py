@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "PROVIDED",
     "PYCELL_MODULE",
     "Capped",
     "Sink",
@@ -33,11 +34,23 @@ __all__ = [
     "list_variables",
     "own_source",
     "plain_answer",
+    "provide",
     "read_answer",
 ]
 
 #: The module name this file's source gets inside a kernel or a sandbox.
 PYCELL_MODULE = "_polyrlm_pycell"
+#: The names every Python backend gives the model (left out of its variables).
+PROVIDED = (
+    "answer",
+    "FINAL",
+    "llm_query",
+    "llm_batch",
+    "rlm_query",
+    "rlm_batch",
+    "SubCallError",
+    "SubCallFailure",
+)
 
 
 def plain_answer(value: Any) -> Any:
@@ -175,6 +188,29 @@ def answer_slot(ns: MutableMapping[str, Any]) -> Callable[[Any], Any]:
         return value
 
     return FINAL
+
+
+def provide(
+    ns: MutableMapping[str, Any],
+    *,
+    llm_query: Callable[..., str],
+    llm_batch: Callable[..., list[str]],
+    rlm_query: Callable[..., str],
+    rlm_batch: Callable[..., list[str]],
+    SubCallError: type[Exception],
+    SubCallFailure: type[str],
+) -> None:
+    """Give ``ns`` every :data:`PROVIDED` name: a fresh answer, ``FINAL``,
+    and the backend's sub-call functions and their error types."""
+    ns.update(
+        llm_query=llm_query,
+        llm_batch=llm_batch,
+        rlm_query=rlm_query,
+        rlm_batch=rlm_batch,
+        SubCallError=SubCallError,
+        SubCallFailure=SubCallFailure,
+        FINAL=answer_slot(ns),
+    )
 
 
 def read_answer(ns: Mapping[str, Any]) -> tuple[bool, Any]:

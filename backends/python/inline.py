@@ -26,7 +26,14 @@ from polyrlm.backends.python.watchdog import watchdog
 from polyrlm.contexts import load_python_context
 from polyrlm.environment import ContractSnippets, Environment, SubCallFailure
 from polyrlm.errors import SubCallError
-from polyrlm.pycell import answer_slot, compile_cell, format_error, list_variables, read_answer
+from polyrlm.pycell import (
+    PROVIDED,
+    compile_cell,
+    format_error,
+    list_variables,
+    provide,
+    read_answer,
+)
 from polyrlm.records import ExecResult, State, VarInfo
 
 __all__ = ["PYTHON_CONTRACT", "InlinePythonEnvironment", "context_hint"]
@@ -48,7 +55,6 @@ PYTHON_CONTRACT = ContractSnippets(
 _HIDDEN_PREFIXES = tuple(
     str(Path(m.__file__ or "").parent) + "/" for m in (polyrlm, polyrlm.backends)
 )
-_PROVIDED = ("llm_query", "llm_batch", "rlm_query", "rlm_batch", "FINAL", "SubCallFailure")
 
 
 class ExecTimeout(BaseException):
@@ -121,15 +127,15 @@ class InlinePythonEnvironment(Environment):
             return self.subcalls.rlm_batch(list(prompts), contexts)
 
         self.ns.clear()
-        self.ns.update(
-            __name__="__main__",
-            FINAL=answer_slot(self.ns),
+        self.ns["__name__"] = "__main__"
+        provide(
+            self.ns,
             llm_query=llm_query,
             llm_batch=llm_batch,
             rlm_query=rlm_query,
             rlm_batch=rlm_batch,
-            SubCallFailure=SubCallFailure,
             SubCallError=SubCallError,
+            SubCallFailure=SubCallFailure,
         )
 
     def close(self) -> None:
@@ -191,11 +197,11 @@ class InlinePythonEnvironment(Environment):
         )
 
     def read_state(self) -> State:
-        hidden = {*_PROVIDED, "SubCallError", "answer"}
         ready, content = read_answer(self.ns)
         return State(
             variables=tuple(
-                VarInfo(name=n, type=t, size=size) for n, t, size in list_variables(self.ns, hidden)
+                VarInfo(name=n, type=t, size=size)
+                for n, t, size in list_variables(self.ns, PROVIDED)
             ),
             answer=content,
             answer_ready=ready,

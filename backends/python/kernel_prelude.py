@@ -38,22 +38,8 @@ def _reset_capture(*_args):
             setattr(_sys, name, _CappedStream(stream))
 
 
-_PROVIDED = {
-    "llm_query",
-    "llm_batch",
-    "rlm_query",
-    "rlm_batch",
-    "FINAL",
-    "answer",
-    "open",
-    "SubCallError",
-    "SubCallFailure",
-    "In",
-    "Out",
-    "exit",
-    "quit",
-    "get_ipython",
-}
+# What the model is given, and IPython's own names: not the model's variables.
+_HIDDEN = {*_pycell.PROVIDED, "open", "In", "Out", "exit", "quit", "get_ipython"}
 
 
 def _report(user_ns):
@@ -62,19 +48,21 @@ def _report(user_ns):
 
 
 def _state(user_ns):
-    listed = _pycell.list_variables(user_ns, _PROVIDED)
+    listed = _pycell.list_variables(user_ns, _HIDDEN)
     return _json.dumps([{"name": n, "type": t, "size": size} for n, t, size in listed])
 
 
 def _install(user_ns):
-    user_ns.update(
-        FINAL=_pycell.answer_slot(user_ns),
+    _pycell.provide(
+        user_ns,
         llm_query=llm_query,
         llm_batch=llm_batch,
         rlm_query=rlm_query,
         rlm_batch=rlm_batch,
         SubCallError=SubCallError,
         SubCallFailure=SubCallFailure,
+    )
+    user_ns.update(
         __polyrlm_report=lambda: _report(user_ns),
         __polyrlm_state=lambda: _state(user_ns),
     )

@@ -55,17 +55,6 @@ __all__ = [
 RESULT_MARK = "\x1epolyrlm-result:"
 #: sys.monitoring tool id this module takes (0-2 and 5 are named by CPython).
 MONITOR_TOOL_ID = 4
-#: Names the guest provides; hidden from the variable listing.
-PROVIDED = (
-    "answer",
-    "FINAL",
-    "llm_query",
-    "llm_batch",
-    "rlm_query",
-    "rlm_batch",
-    "SubCallError",
-    "SubCallFailure",
-)
 
 _now = time.monotonic
 _settings: dict[str, Any] = {}
@@ -210,8 +199,8 @@ def install(settings: dict[str, Any]) -> None:
     monitoring.register_callback(MONITOR_TOOL_ID, monitoring.events.JUMP, _on_jump)
     builtins.exit = builtins.quit = _exit  # type: ignore[assignment]
     main = _main()
-    main.update(
-        FINAL=pycell.answer_slot(main),
+    pycell.provide(
+        main,
         llm_query=llm_query,
         llm_batch=llm_batch,
         rlm_query=rlm_query,
@@ -252,7 +241,7 @@ def load_context(root: str) -> None:
 
 
 def _variables() -> list[list[Any]]:
-    listed = pycell.list_variables(_main(), PROVIDED, int(_settings["max_variables"]))
+    listed = pycell.list_variables(_main(), pycell.PROVIDED, int(_settings["max_variables"]))
     return [list(item) for item in listed]
 
 
