@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -39,14 +40,28 @@ from polyrlm.records import Role
 if TYPE_CHECKING:
     from polyrlm.replay import ReplayBook
 
-__all__ = ["Broker", "litellm_module"]
+__all__ = ["PRICE_LIST_ENV", "Broker", "litellm_module", "use_local_price_list"]
 
 Messages = list[dict[str, Any]]
+
+
+#: litellm fetches its price list over the network at import unless this
+#: environment variable is set; polyrlm sets it to ``True`` (use the price
+#: list that ships with litellm) unless the user set it. ``False`` refreshes
+#: the prices from the network at import.
+PRICE_LIST_ENV = "LITELLM_LOCAL_MODEL_COST_MAP"
+
+
+def use_local_price_list() -> None:
+    """Point litellm at its bundled price list (before litellm is imported)
+    unless the user chose otherwise: no network fetch, no retries, no warnings."""
+    os.environ.setdefault(PRICE_LIST_ENV, "True")
 
 
 def litellm_module() -> Any:
     """Import litellm on first use: it takes seconds, and the CLI's
     `backends` listing or a replay should not pay for it."""
+    use_local_price_list()
     import litellm
 
     litellm.suppress_debug_info = True  # no "Provider List" banners on stdout

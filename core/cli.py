@@ -6,10 +6,12 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from polyrlm.broker import use_local_price_list
 from polyrlm.errors import PolyrlmError
 from polyrlm.records import Budget, Result, StopReason
 
@@ -200,8 +202,20 @@ def _replay(args: argparse.Namespace) -> int:
     return 0 if report.identical else 1
 
 
+#: Modules whose own warnings a command-line user can do nothing about
+#: (pydantic's about litellm's types, litellm's and openai's about
+#: themselves); silenced in the CLI's process only, never by the library.
+THIRD_PARTY_WARNINGS = r"(litellm|openai|pydantic\._internal)(\.|$)"
+
+
+def _quiet_third_party() -> None:
+    use_local_price_list()  # no price-list fetch (and its warnings) at litellm's import
+    warnings.filterwarnings("ignore", module=THIRD_PARTY_WARNINGS)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _quiet_third_party()
     parser = argparse.ArgumentParser(prog="polyrlm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)

@@ -320,3 +320,17 @@ def test_no_other_host_file_can_be_read_or_written(make: Any, tmp_path: Path) ->
     assert digest(path) == before and not (tmp_path / "out").exists()
     assert "locked" in (env.execute("SET enable_external_access = true").error or "")
     assert (env.execute("DROP VIEW __polyrlm_data_x").error or "").startswith("Refused")
+
+
+def test_the_extensions_it_uses_ship_inside_the_duckdb_wheel() -> None:
+    """DuckDB 2 no longer bundles every extension, and nothing may be
+    downloaded here: the readers and functions the backend uses (JSON and
+    Parquet files, ICU collations and time zones, the core functions) must be
+    linked into the wheel itself."""
+    conn = duckdb.connect()
+    rows = conn.execute(
+        "SELECT extension_name, install_mode FROM duckdb_extensions() "
+        "WHERE extension_name IN ('core_functions', 'icu', 'json', 'parquet')"
+    ).fetchall()
+    used = ("core_functions", "icu", "json", "parquet")
+    assert dict(rows) == dict.fromkeys(used, "STATICALLY_LINKED")

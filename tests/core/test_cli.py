@@ -77,3 +77,34 @@ def test_bad_input_is_a_clear_error(
 def test_backends_lists_availability(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["backends"]) == 0
     assert "python-inline  available" in capsys.readouterr().out
+
+
+def test_a_real_run_prints_only_polyrlm_on_stderr(tmp_path: Path) -> None:
+    """`polyrlm run` as a user runs it (its own process, litellm's real
+    provider code, the price-list variable unset): stderr holds our summary
+    and nothing else, no third-party warning."""
+    import os
+    import subprocess
+    import sys
+
+    from polyrlm.testing.fake_server import FakeOpenAIServer
+
+    ctx = tmp_path / "ctx.txt"
+    ctx.write_text("alpha beta gamma")
+    env = {k: v for k, v in os.environ.items() if k != "LITELLM_LOCAL_MODEL_COST_MAP"}
+    env["OPENAI_API_KEY"] = "sk-test"
+    with FakeOpenAIServer(lambda body: "```python\nFINAL(context.split()[1])\n```") as srv:
+        done = subprocess.run(
+            [
+                *(str(Path(sys.executable).with_name("polyrlm")), "run", "second word?"),
+                *("-c", str(ctx), "-m", "openai/gpt-4.1-mini", "--api-base", srv.base_url),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+    assert (done.returncode, done.stdout.strip()) == (0, "beta"), done.stderr
+    ours = ("stop: ", "calls: ", "iterations: ", "  root: ")
+    foreign = [line for line in done.stderr.splitlines() if not line.startswith(ours)]
+    assert not foreign, done.stderr
