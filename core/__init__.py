@@ -6,7 +6,6 @@ model writes code there, hands pieces to sub-models or child RLMs, and sets
 its answer inside the environment.
 """
 
-import polyrlm.events  # noqa: F401  (resolves Result.trajectory)
 from polyrlm.environment import (
     ContractSnippets,
     EnvConfig,
@@ -31,7 +30,6 @@ from polyrlm.records import (
     Divergence,
     ExecResult,
     ReplayReport,
-    Result,
     Role,
     State,
     StopReason,
@@ -40,6 +38,7 @@ from polyrlm.records import (
     VarInfo,
 )
 from polyrlm.registry import BackendSpec, get_registry
+from polyrlm.result import Result
 from polyrlm.rlm import RLM
 
 __version__ = "0.1.0"

@@ -13,7 +13,7 @@ import itertools
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from tenacity import (
     AsyncRetrying,
@@ -37,12 +37,21 @@ from polyrlm.events import BatchStarted, Event, ModelCalled
 from polyrlm.ledger import Ledger
 from polyrlm.records import Role
 
-if TYPE_CHECKING:
-    from polyrlm.replay import ReplayBook
-
-__all__ = ["PRICE_LIST_ENV", "Broker", "litellm_module", "use_local_price_list"]
+__all__ = ["PRICE_LIST_ENV", "Broker", "RecordedCalls", "litellm_module", "use_local_price_list"]
 
 Messages = list[dict[str, Any]]
+
+
+class RecordedCalls(Protocol):
+    """A recorded source of model calls (a trajectory's, for a replay:
+    :class:`polyrlm.replay_book.ReplayBook`), served instead of a provider."""
+
+    def peek(self, *, role: Role, run_id: str, digest: str) -> ModelCalled | None:
+        """The call :meth:`serve` would return now, if any; nothing is used up."""
+
+    def serve(self, *, role: Role, run_id: str, digest: str, prompt: str) -> ModelCalled:
+        """The recorded call answering this request; raises
+        :class:`~polyrlm.errors.ModelCallFailed` when there is none."""
 
 
 #: litellm fetches its price list over the network at import unless this
@@ -94,7 +103,7 @@ class Broker:
         retry_initial_wait_s: float = RETRY_INITIAL_WAIT_S,
         call_timeout_s: float = CALL_TIMEOUT_S,
         windows: Mapping[str, int] | None = None,
-        replay: ReplayBook | None = None,
+        replay: RecordedCalls | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -111,7 +120,7 @@ class Broker:
         self._unpriced: set[str] = set()
         self._ids = itertools.count(1)
         self._batch_ids = itertools.count(1)
-        #: Serves every call from a recorded trajectory instead of a provider.
+        #: The model source: litellm (None), or a record that serves every call.
         self.replay = replay
         self._sem: asyncio.Semaphore | None = None
         self._lm = litellm_module()
@@ -255,7 +264,7 @@ class Broker:
 
     def _replayed(
         self,
-        book: ReplayBook,
+        book: RecordedCalls,
         role: Role,
         depth: int,
         run_id: str,

@@ -1,32 +1,25 @@
-"""The ``polyrlm`` command line."""
+"""The ``polyrlm`` command line: ``run``, ``replay`` and ``backends``, and
+the commands plugins add (``bench``, ``view``, ``demo``: the
+``register_commands`` hook)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from polyrlm.broker import use_local_price_list
 from polyrlm.errors import PolyrlmError
-from polyrlm.records import Budget, Result, StopReason
+from polyrlm.records import Budget, StopReason
+from polyrlm.result import Result
 
 __all__ = ["main"]
-
-#: Benchmark suites by name: each module has ``main(argv) -> int``. Tasks
-#: (``polyrlm bench TASK``) come from the ``register_tasks`` hook.
-BENCHMARKS = {
-    "perf": "polyrlm.bench.perf",
-    "fanout": "polyrlm.bench.fanout",
-    "exec": "polyrlm.bench.exec_overhead",
-    "sql-needle": "polyrlm.bench.sql_needle",
-    "bash-grep": "polyrlm.bench.bash_grep",
-    "wasm-perf": "polyrlm.bench.wasm_perf",
-}
 
 #: Environment variables read for the default models.
 MODEL_ENV, SUB_MODEL_ENV = "POLYRLM_MODEL", "POLYRLM_SUB_MODEL"
@@ -98,7 +91,6 @@ def _summary(result: Result) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from polyrlm.progress import Progress
     from polyrlm.rlm import RLM
 
     if not args.model:
@@ -108,18 +100,16 @@ def _run(args: argparse.Namespace) -> int:
         options["api_base"] = args.api_base
     if args.max_concurrency is not None:
         options["max_concurrency"] = args.max_concurrency
-    with Progress() as progress:  # silent unless stderr is a terminal
-        rlm = RLM(
-            args.model,
-            args.sub_model,
-            backend=args.backend,
-            budget=_budget(args),
-            log=args.log,
-            cache=args.cache or False,
-            on_event=progress.on_event,
-            **options,
-        )
-        result = rlm.completion(args.question, _context(args.context))
+    rlm = RLM(
+        args.model,
+        args.sub_model,
+        backend=args.backend,
+        budget=_budget(args),
+        log=args.log,
+        cache=args.cache or False,
+        **options,
+    )
+    result = rlm.completion(args.question, _context(args.context))
     if args.json:
         print(result.model_dump_json(indent=1, exclude={"trajectory"}))
     else:
@@ -147,29 +137,6 @@ def _backends(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(argv: Sequence[str]) -> int:
-    """``polyrlm bench``: a task (from the hook) or a suite; its own help."""
-    from polyrlm.bench.cli import bench_main
-
-    return bench_main(argv, BENCHMARKS)
-
-
-def _add_view(sub: Any) -> None:
-    p = sub.add_parser("view", help="write a run's trajectory (JSONL) as one HTML page")
-    p.add_argument("trajectory", help="a JSONL trajectory (--log of polyrlm run)")
-    p.add_argument("-o", "--out", default=None, help="the page (default: TRAJECTORY.html)")
-    p.add_argument("--title", default=None, help="the page's title (default: the question)")
-
-
-def _view(args: argparse.Namespace) -> int:
-    from polyrlm.view import write_html
-
-    source = Path(args.trajectory)
-    out = write_html(source, args.out or source.with_suffix(".html"), title=args.title)
-    print(out)
-    return 0
-
-
 def _add_replay(sub: Any) -> None:
     p = sub.add_parser(
         "replay", help="re-run a recorded trajectory offline and say whether it came out the same"
@@ -184,18 +151,10 @@ def _add_replay(sub: Any) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from polyrlm.progress import Progress
     from polyrlm.replay import replay
 
     context = _context(args.context) if args.context is not None else None
-    with Progress() as progress:
-        result = replay(
-            args.trajectory,
-            context=context,
-            backend=args.backend,
-            log=args.log,
-            on_event=progress.on_event,
-        )
+    result = replay(args.trajectory, context=context, backend=args.backend, log=args.log)
     report = result.replay
     assert report is not None  # replay() always compares
     print(report.model_dump_json(indent=1) if args.json else report.summary())
@@ -213,36 +172,43 @@ def _quiet_third_party() -> None:
     warnings.filterwarnings("ignore", module=THIRD_PARTY_WARNINGS)
 
 
+@contextlib.contextmanager
+def _session(command: str) -> Iterator[None]:
+    """What plugins hold open while ``command`` runs (``command_session``
+    hook: the live progress view, for one)."""
+    from polyrlm.registry import plugin_manager
+
+    with contextlib.ExitStack() as stack:
+        for manager in plugin_manager().hook.command_session(command=command):
+            stack.enter_context(manager)
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _quiet_third_party()
-    parser = argparse.ArgumentParser(prog="polyrlm", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_run(sub)
-    _add_view(sub)
-    _add_replay(sub)
-    sub.add_parser("backends", help="list the backends and whether they are installed")
-    sub.add_parser(
-        "bench", help="benchmarks: a task on every backend, or a suite (perf, fanout, exec)"
-    )
-    sub.add_parser(
-        "demo", help="the main job offline: a local sub-model, a scripted root, every backend"
-    )
     try:
-        if argv[:1] == ["bench"]:  # bench parses its own arguments (tasks come from plugins)
-            return _bench(argv[1:])
-        if argv[:1] == ["demo"]:  # so does demo (polyrlm demo --help)
-            from polyrlm.demo import main as demo_main
+        from polyrlm.registry import get_registry
 
-            return demo_main(argv[1:])
+        commands = get_registry().commands()  # from plugins: register_commands hook
+        parser = argparse.ArgumentParser(prog="polyrlm", description=__doc__)
+        sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+        _add_run(sub)
+        _add_replay(sub)
+        sub.add_parser("backends", help="list the backends and whether they are installed")
+        for command in commands.values():  # each parses its own arguments
+            sub.add_parser(command.name, help=command.help, add_help=False)
+        name = argv[0] if argv else ""
+        if name in commands:
+            with _session(name):
+                return int(commands[name].main(argv[1:]))
         args = parser.parse_args(argv)
-        if args.command == "run":
-            return _run(args)
-        if args.command == "replay":
-            return _replay(args)
-        if args.command == "view":
-            return _view(args)
-        return _backends(args)
+        with _session(args.command):
+            if args.command == "run":
+                return _run(args)
+            if args.command == "replay":
+                return _replay(args)
+            return _backends(args)
     except PolyrlmError as exc:
         print(f"polyrlm: error: {exc}", file=sys.stderr)
         return 2

@@ -123,13 +123,3 @@ Event = Annotated[
 
 #: Parses one trajectory line (a dict or JSON) back into its event record.
 event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
-
-
-def _resolve_forward_refs() -> None:
-    # records.Result names Event, which lives here (events import records).
-    from polyrlm import records
-
-    records.Result.model_rebuild(_types_namespace={"Event": Event})
-
-
-_resolve_forward_refs()

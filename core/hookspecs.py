@@ -6,22 +6,25 @@ are found through the ``polyrlm`` entry-point group::
     [project.entry-points.polyrlm]
     mybackend = "mypackage.polyrlm_plugin"
 
-The built-in backends register through the very same entry points and hooks.
+The built-in backends and the first-party plugins (``polyrlm.plugins``:
+bench, view, demo, progress, jsonl) register through the very same entry
+points and hooks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Protocol
 
 import pluggy
 
-if TYPE_CHECKING:
-    from polyrlm.bench.task import Task
-    from polyrlm.events import Event
-    from polyrlm.registry import BackendSpec
+from polyrlm.specs import BackendSpec, Command
 
-__all__ = ["PROJECT", "hookimpl", "hookspec"]
+if TYPE_CHECKING:
+    from polyrlm.events import Event
+
+__all__ = ["PROJECT", "NamedTask", "hookimpl", "hookspec"]
 
 #: pluggy project name, also the entry-point group.
 PROJECT = "polyrlm"
@@ -53,12 +56,45 @@ def on_event(event: Event) -> None:
 
 
 @hookspec
-def register_tasks(register: Callable[[Task], None]) -> None:
+def register_commands(register: Callable[[Command], None]) -> None:
+    """Add ``polyrlm`` subcommands by calling ``register(Command(name, help,
+    main))``; ``polyrlm --help`` lists them. ``run``, ``backends`` and
+    ``replay`` are the core's own; ``bench``, ``view`` and ``demo`` come from
+    the first-party plugins through this hook. Command names must be unique.
+    """
+
+
+@hookspec
+def command_session(command: str) -> AbstractContextManager[object] | None:
+    """Return a context manager to hold open while the ``polyrlm`` command
+    ``command`` (``"run"``, ``"replay"``, ``"bench"``, ...) runs, or None.
+
+    What a plugin starts there (a live view of the runs, a tracer) sees the
+    runs through :func:`on_event`; the manager is closed when the command
+    ends, normally or not.
+    """
+
+
+class NamedTask(Protocol):
+    """What the core knows of a benchmark task: its name and a line about
+    it. The benchmark plugin's tasks are :class:`polyrlm.plugins.bench.task.Task`."""
+
+    @property
+    def name(self) -> str:
+        """Unique among the registered tasks: ``polyrlm bench NAME``."""
+
+    @property
+    def description(self) -> str:
+        """One line for ``polyrlm bench --help``."""
+
+
+@hookspec
+def register_tasks(register: Callable[[NamedTask], None]) -> None:
     """Register benchmark tasks for ``polyrlm bench`` by calling
-    ``register(task)`` with an instance of a :class:`polyrlm.bench.task.Task`
+    ``register(task)`` with an instance of a :class:`polyrlm.plugins.bench.task.Task`
     subclass: a deterministic generator (``build(rng, seed, size)``), the
     scorer (``score(instance, answer)``) and, optionally, scripted strategies
     (``strategies()``). The built-in tasks (``sniah``, ``oolong``,
     ``oolong-pairs``, ``codeqa``, ``multihop``) register through this hook
-    from :mod:`polyrlm.bench.tasks`. Task names must be unique.
+    from the benchmark plugin. Task names must be unique.
     """

@@ -9,16 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import json
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from polyrlm.broker import Broker
 from polyrlm.contexts import describe_context
-from polyrlm.environment import EnvConfig, Environment
+from polyrlm.environment import Environment
 from polyrlm.errors import (
     BudgetExhausted,
     ConfigError,
@@ -30,11 +29,12 @@ from polyrlm.events import AnswerSet, CodeExecuted, Event, RunFinished, RunStart
 from polyrlm.ledger import Ledger
 from polyrlm.parsing import extract_blocks, format_exec_observation, select_blocks
 from polyrlm.prompts import FALLBACK_PROMPT, NO_CODE_PROMPT, first_user_message, system_prompt
-from polyrlm.recording import context_record, public_options
-from polyrlm.records import Budget, ExecResult, Role, StopReason
+from polyrlm.recording import context_record
+from polyrlm.records import ExecResult, Role, StopReason
+from polyrlm.runspec import Outcome, Settings
 from polyrlm.subcalls import LoopSubCalls
 
-__all__ = ["CODE_END_STOP", "Outcome", "Settings", "Tree", "in_thread"]
+__all__ = ["CODE_END_STOP", "Outcome", "Settings", "Tree", "in_thread"]  # (re-exported)
 
 #: Stop sequence sent with root calls: generation ends with the code block,
 #: so the model cannot invent the block's output and answer on top of it.
@@ -64,45 +64,6 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
 
     threading.Thread(target=work, daemon=True, name="polyrlm-exec").start()
     return await future
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What every loop of one tree shares."""
-
-    backend: type[Environment]
-    env_config: EnvConfig | None
-    model: str
-    sub_model: str
-    child_model: str
-    budget: Budget
-    root_options: dict[str, Any] = field(default_factory=dict)
-    sub_options: dict[str, Any] = field(default_factory=dict)
-    stop_at_code_end: bool = True
-
-    def record(self, broker: Broker) -> dict[str, Any]:
-        """What a replay needs to rebuild this tree (JSON values, no credentials)."""
-        config = self.env_config
-        record = {
-            "budget": self.budget.model_dump(mode="json"),
-            "backend_config": None if config is None else config.model_dump(mode="json"),
-            "child_model": self.child_model,
-            "root_options": public_options(self.root_options),
-            "sub_options": public_options(self.sub_options),
-            "stop_at_code_end": self.stop_at_code_end,
-            "max_concurrency": broker.max_concurrency,
-            "windows": broker.windows,
-        }
-        result: dict[str, Any] = json.loads(json.dumps(record, default=repr))
-        return result
-
-
-@dataclass(frozen=True)
-class Outcome:
-    answer: Any
-    stop_reason: StopReason
-    fallback: bool = False
-    error: str | None = None
 
 
 @dataclass

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from polyrlm.config import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITERATIONS, DEFAULT_MAX_OUTPUT_CHARS
-
-if TYPE_CHECKING:
-    from polyrlm.events import Event
 
 __all__ = [
     "REPLAY_QUOTE_CHARS",
@@ -19,7 +16,6 @@ __all__ = [
     "ExecResult",
     "Frozen",
     "ReplayReport",
-    "Result",
     "Role",
     "State",
     "StopReason",
@@ -202,17 +198,3 @@ REPLAY_QUOTE_CHARS = 300
 def _cut(value: Any, limit: int = REPLAY_QUOTE_CHARS) -> str:
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[:limit] + f"... [{len(text)} chars]"
-
-
-class Result(Frozen):
-    """What :meth:`RLM.completion` returns."""
-
-    answer: Any = Field(None, description="The answer read from the environment.")
-    stop_reason: StopReason
-    fallback: bool = Field(False, description="Answer came from the last-chance turn.")
-    error: str | None = Field(None, description="The fatal error, when stop_reason is error.")
-    usage: Usage
-    trajectory: tuple[Event, ...] = Field((), description="Every event of the tree, in order.")
-    replay: ReplayReport | None = Field(
-        None, description="When run with replay=...: how it compares with the record."
-    )

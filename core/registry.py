@@ -1,50 +1,38 @@
-"""The backend registry: a pluggy plugin manager over the ``polyrlm`` hooks.
+"""The registry: a pluggy plugin manager over the ``polyrlm`` hooks, and
+the backends and commands that plugins register.
 
-Plugins (built-in and third-party alike) load once, lazily, on first use.
+Plugins (built-in and third-party alike) load once, lazily, on first use,
+all through the ``polyrlm`` entry-point group.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 
 from polyrlm import hookspecs
 from polyrlm.environment import Environment
 from polyrlm.errors import BackendUnavailable, ConfigError, UnknownBackend
+from polyrlm.specs import BackendSpec, Command
 
-__all__ = ["BUILTIN_TASKS", "BackendSpec", "Registry", "get_registry", "plugin_manager"]
+__all__ = [
+    "CORE_COMMANDS",
+    "BackendSpec",
+    "Command",
+    "Registry",
+    "collect",
+    "get_registry",
+    "plugin_manager",
+    "registered_twice",
+]
 
-#: The module that registers the built-in benchmark tasks (``register_tasks``).
-BUILTIN_TASKS = "polyrlm.bench.tasks"
-
-
-@dataclass(frozen=True)
-class BackendSpec:
-    """How to find and load one backend, without importing it."""
-
-    name: str
-    #: ``"package.module:ClassName"`` of the :class:`Environment` subclass.
-    target: str
-    #: Top-level modules the backend needs (checked without importing them).
-    requires: tuple[str, ...] = ()
-    #: The ``polyrlm[...]`` extra that installs ``requires``.
-    extra: str | None = None
-    description: str = ""
-    #: Filled in by the registry: which plugin registered it.
-    plugin: str = field(default="", compare=False)
-
-    def missing(self) -> list[str]:
-        """Required modules that cannot be found."""
-        return [m for m in self.requires if importlib.util.find_spec(m) is None]
-
-    @property
-    def available(self) -> bool:
-        return not self.missing()
+#: Subcommands of the core CLI itself; a plugin may not register these names.
+CORE_COMMANDS = ("run", "backends", "replay")
 
 
 @functools.cache
@@ -53,38 +41,59 @@ def plugin_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     pm.load_setuptools_entrypoints(hookspecs.PROJECT)
-    # The built-in benchmark tasks: a plugin like any other (register_tasks hook),
-    # added here unless an entry point already loaded it.
-    tasks = importlib.import_module(BUILTIN_TASKS)
-    if not pm.is_registered(tasks):
-        pm.register(tasks, name=BUILTIN_TASKS)
     pm.check_pending()
     return pm
 
 
+def collect(pm: pluggy.PluginManager, hook: Any, add: Callable[[Any, str], None]) -> None:
+    """Call every implementation of a ``register_*`` hook with a
+    ``register`` callback that knows which plugin is registering."""
+    for impl in hook.get_hookimpls():
+        plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+
+        def register(item: Any, _plugin: str = plugin_name) -> None:
+            add(item, _plugin)
+
+        impl.function(register=register)
+
+
+def registered_twice(kind: str, name: str, first: str, plugin: str) -> ConfigError:
+    return ConfigError(
+        f"{kind} {name!r} is registered twice: by plugin {first!r} "
+        f"and by plugin {plugin!r}; uninstall one of them"
+    )
+
+
 class Registry:
-    """Backends registered through ``register_backends``."""
+    """Backends (``register_backends``) and commands (``register_commands``)."""
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self._specs: dict[str, BackendSpec] = {}
-        for impl in pm.hook.register_backends.get_hookimpls():
-            plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
-
-            def register(spec: BackendSpec, _plugin: str = plugin_name) -> None:
-                self._add(spec, _plugin)
-
-            impl.function(register=register)
+        self._commands: dict[str, Command] = {}
+        collect(pm, pm.hook.register_backends, self._add)
+        collect(pm, pm.hook.register_commands, self._add_command)
 
     def _add(self, spec: BackendSpec, plugin: str) -> None:
         if spec.name in self._specs:
-            first = self._specs[spec.name].plugin
-            raise ConfigError(
-                f"backend {spec.name!r} is registered twice: by plugin {first!r} "
-                f"and by plugin {plugin!r}; uninstall one of them"
-            )
+            raise registered_twice("backend", spec.name, self._specs[spec.name].plugin, plugin)
         self._specs[spec.name] = BackendSpec(
             spec.name, spec.target, spec.requires, spec.extra, spec.description, plugin
         )
+
+    def _add_command(self, command: Command, plugin: str) -> None:
+        if command.name in CORE_COMMANDS:
+            raise ConfigError(
+                f"plugin {plugin!r} registers the command {command.name!r}, which is polyrlm's own"
+            )
+        if command.name in self._commands:
+            raise registered_twice(
+                "command", command.name, self._commands[command.name].plugin, plugin
+            )
+        self._commands[command.name] = Command(command.name, command.help, command.main, plugin)
+
+    def commands(self) -> dict[str, Command]:
+        """Every command a plugin registered, by name, sorted."""
+        return dict(sorted(self._commands.items()))
 
     def specs(self) -> dict[str, BackendSpec]:
         """Every registered backend by name, sorted."""

@@ -8,7 +8,8 @@ from typing import Any
 
 from polyrlm.events import AnswerSet, CodeExecuted, Event, ModelCalled, RunFinished, RunStarted
 from polyrlm.parsing import extract_blocks
-from polyrlm.records import Divergence, ReplayReport, Result, Role
+from polyrlm.records import Divergence, ReplayReport, Role
+from polyrlm.result import Result
 
 __all__ = ["compare"]
 

@@ -16,9 +16,13 @@ from polyrlm.environment import EnvConfig
 from polyrlm.errors import ConfigError
 from polyrlm.events import Event
 from polyrlm.ledger import Ledger
-from polyrlm.loop import Settings, Tree
-from polyrlm.records import Budget, Result
+from polyrlm.loop import Tree
+from polyrlm.records import Budget
 from polyrlm.registry import get_registry, plugin_manager
+from polyrlm.replay_book import ReplayBook, load_events
+from polyrlm.result import Result
+from polyrlm.runspec import Settings
+from polyrlm.trajectory import TrajectoryWriter
 
 __all__ = ["DEFAULT_BACKEND", "RLM", "default_cache_dir"]
 
@@ -107,8 +111,6 @@ class RLM:
         self.retry_initial_wait_s = retry_initial_wait_s
         self.replay: list[Event] | None = None
         if replay is not None:
-            from polyrlm.replay import load_events
-
             self.replay = load_events(replay)
 
     def completion(self, question: str, context: Any = None) -> Result:
@@ -137,16 +139,12 @@ class RLM:
 
     async def acompletion(self, question: str, context: Any = None) -> Result:
         """The same as :meth:`completion`, as a coroutine."""
-        from polyrlm.plugins.jsonl import JsonlLogger
-
         trajectory: list[Event] = []
         hook = plugin_manager().hook.on_event
-        logger = JsonlLogger(self.log) if self.log is not None else None
+        logger = TrajectoryWriter(self.log) if self.log is not None else None
         cache = ResponseCache(self.cache_dir) if self.cache_dir is not None else None
         book = None
         if self.replay is not None:
-            from polyrlm.replay import ReplayBook
-
             book = ReplayBook(self.replay)
 
         def emit(event: Event) -> None:

@@ -10,26 +10,45 @@ import asyncio
 import json
 import threading
 from collections.abc import Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from polyrlm.broker import Broker
 from polyrlm.config import CHILD_QUESTION_CHARS
 from polyrlm.environment import SubCallFailure
 from polyrlm.errors import BudgetExhausted, ModelCallFailed, SubCallError
 from polyrlm.records import Role, StopReason
+from polyrlm.runspec import Outcome, Settings
 
-if TYPE_CHECKING:
-    from polyrlm.loop import Tree
-
-__all__ = ["LoopSubCalls"]
+__all__ = ["ChildRuns", "LoopSubCalls"]
 
 T = TypeVar("T")
+
+
+class ChildRuns(Protocol):
+    """The recursion tree the sub-calls belong to (:class:`polyrlm.loop.Tree`):
+    its broker and settings, and a child loop on demand."""
+
+    broker: Broker
+    settings: Settings
+
+    async def run(
+        self,
+        question: str,
+        context: Any,
+        *,
+        depth: int = 0,
+        parent_run_id: str | None = None,
+        parent_exec_id: str | None = None,
+    ) -> Outcome:
+        """One loop at ``depth`` (a child RLM when ``depth > 0``)."""
+        ...
 
 
 class LoopSubCalls:
     """:class:`~polyrlm.environment.SubCalls` of one loop at ``depth``."""
 
     def __init__(
-        self, tree: Tree, loop: asyncio.AbstractEventLoop, depth: int, run_id: str
+        self, tree: ChildRuns, loop: asyncio.AbstractEventLoop, depth: int, run_id: str
     ) -> None:
         self.tree = tree
         self.loop = loop

@@ -85,3 +85,15 @@ def test_the_import_check_catches_a_pydantic_warning_on_our_model() -> None:
     planted = "import pydantic\nclass M(pydantic.BaseModel):\n    schema_json: int = 0\n"
     done = _import_with_warnings_as_errors(planted)
     assert done.returncode != 0 and "shadows an attribute" in done.stderr
+
+
+def test_every_plugin_folder_registers_through_an_entry_point() -> None:
+    points = {
+        ep.value
+        for ep in importlib.metadata.distribution("polyrlm").entry_points
+        if ep.group == "polyrlm"
+    }
+    folders = [f.name for f in (ROOT / "plugins").iterdir() if (f / "__init__.py").exists()]
+    assert sorted(folders) == ["bench", "demo", "jsonl", "progress", "view"]
+    for name in folders:
+        assert f"polyrlm.plugins.{name}.plugin" in points, f"plugins/{name} has no entry point"

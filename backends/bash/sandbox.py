@@ -22,12 +22,9 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, Protocol, overload
 
 from polyrlm.errors import ConfigError
-
-if TYPE_CHECKING:
-    from polyrlm.backends.bash.environment import BashEnvironment
 
 __all__ = [
     "GUEST_ROOT",
@@ -90,6 +87,13 @@ def _warn_unsandboxed() -> None:
         )
 
 
+class _Shell(Protocol):
+    """What the flag reads of an environment (the bash one)."""
+
+    @property
+    def is_sandboxed(self) -> bool: ...
+
+
 class SandboxFlag:
     """``sandboxed``: on the class, whether the default configuration is
     sandboxed here (bwrap installed); on an environment, whether it is."""
@@ -97,8 +101,8 @@ class SandboxFlag:
     @overload
     def __get__(self, obj: None, owner: type[Any]) -> bool: ...
     @overload
-    def __get__(self, obj: BashEnvironment, owner: type[Any]) -> bool: ...
-    def __get__(self, obj: BashEnvironment | None, owner: type[Any]) -> bool:
+    def __get__(self, obj: _Shell, owner: type[Any]) -> bool: ...
+    def __get__(self, obj: _Shell | None, owner: type[Any]) -> bool:
         return bwrap_path() is not None if obj is None else obj.is_sandboxed
 
 

@@ -11,8 +11,8 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from polyrlm import RLM, StopReason  # noqa: E402
-from polyrlm.bench.fanout import FANOUT_CODE  # noqa: E402
 from polyrlm.events import CodeExecuted, RunStarted  # noqa: E402
+from polyrlm.plugins.bench.fanout import FANOUT_CODE  # noqa: E402
 from polyrlm.records import Role  # noqa: E402
 from polyrlm.testing.scripted import ScriptedModel  # noqa: E402
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pluggy
 import pytest
 
 from polyrlm import hookspecs
 from polyrlm.errors import BackendUnavailable, ConfigError, UnknownBackend
-from polyrlm.registry import BackendSpec, Registry, get_registry, plugin_manager
+from polyrlm.registry import BackendSpec, Command, Registry, get_registry, plugin_manager
 
 
 class _Plugin:
@@ -72,3 +72,59 @@ def test_target_that_is_not_an_environment_is_refused() -> None:
     registry = registry_with(_Plugin(BackendSpec("bogus", "polyrlm.config:SCHEMA_VERSION")))
     with pytest.raises(ConfigError, match="not an Environment"):
         registry.get("bogus")
+
+
+class _Commands:
+    def __init__(self, *commands: Command) -> None:
+        self.commands = commands
+
+    @hookspecs.hookimpl
+    def register_commands(self, register: Callable[[Command], None]) -> None:
+        for command in self.commands:
+            register(command)
+
+
+def test_first_party_plugins_come_through_their_entry_points() -> None:
+    pm = plugin_manager()
+    for name in ("bench", "view", "demo", "progress", "jsonl"):
+        plugin = pm.get_plugin(name)
+        assert plugin is not None and plugin.__name__ == f"polyrlm.plugins.{name}.plugin"
+    commands = get_registry().commands()
+    assert {n: c.plugin for n, c in commands.items()} == {
+        "bench": "bench",
+        "demo": "demo",
+        "view": "view",
+    }
+
+
+def test_a_third_party_command_runs_from_the_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from polyrlm.cli import main
+
+    seen: list[list[str]] = []
+
+    def hello(argv: Sequence[str]) -> int:
+        seen.append(list(argv))
+        return 7
+
+    registry = Registry(plugin_manager())
+    registry._add_command(Command("hello", "say hello", hello), "third-party")
+    monkeypatch.setattr("polyrlm.registry.get_registry", lambda: registry)
+    assert main(["hello", "--loud", "x"]) == 7 and seen == [["--loud", "x"]]
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listing = capsys.readouterr().out
+    for name in ("run", "replay", "backends", "bench", "view", "demo", "hello"):
+        assert f"    {name}" in listing
+
+
+@pytest.mark.parametrize("name", ["run", "bench"])
+def test_a_command_name_taken_is_refused(name: str) -> None:
+    plugin = _Commands(Command(name, "mine", lambda argv: 0))
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    pm.register(__import__("polyrlm.plugins.bench.plugin", fromlist=["x"]), name="bench")
+    pm.register(plugin, name="third-party")
+    with pytest.raises(ConfigError, match="polyrlm's own" if name == "run" else "registered twice"):
+        Registry(pm)

@@ -1,64 +1,73 @@
-"""The JSONL trajectory: one versioned event per line, flushed as it goes."""
+"""The JSONL plugin: POLYRLM_LOG_DIR logs every run of the process, one file
+per recursion tree; JsonlLogger logs every run into one file."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from polyrlm import RLM
-from polyrlm.config import SCHEMA_VERSION
-from polyrlm.errors import ConfigError
-from polyrlm.events import CodeExecuted, ModelCalled, RunFinished, RunStarted
-from polyrlm.plugins.jsonl import JsonlLogger, load_trajectory, read_trajectory
+from polyrlm.events import RunStarted
+from polyrlm.plugins.jsonl import JsonlLogger
+from polyrlm.plugins.jsonl.plugin import LOG_DIR_ENV
+from polyrlm.registry import plugin_manager
+from polyrlm.replay import replay
 from polyrlm.testing.scripted import ScriptedModel
+from polyrlm.trajectory import read_trajectory
 
 
-def test_log_has_every_event_with_schema_version(tmp_path: Path) -> None:
-    seen_while_running: list[int] = []
-    log = tmp_path / "run.jsonl"
+def _tree_run(question: str) -> str:
+    def root(messages: list[dict[str, str]]) -> str:
+        if "child" in messages[1]["content"]:
+            return "```python\nFINAL(context.upper())\n```"
+        if len(messages) == 2:
+            return "```python\nkid = rlm_query('child task', context='abc')\n```"
+        return "```python\nFINAL(kid)\n```"
 
-    def on_event(event: object) -> None:  # the file is flushed per event
-        seen_while_running.append(len(log.read_text().splitlines()))
-
-    root = ScriptedModel(["```python\nx = llm_query('hi')\n```", "```python\nFINAL(x)\n```"])
-    sub = ScriptedModel(lambda m: "hello")
-    result = RLM(root.model, sub.model, log=log, on_event=on_event).completion("q", "ctx")
-    lines = log.read_text().splitlines()
-    assert all(json.loads(line)["schema_version"] == SCHEMA_VERSION for line in lines)
-    events = read_trajectory(log)
-    assert [type(e) for e in events] == [type(e) for e in result.trajectory]
-    assert isinstance(events[0], RunStarted) and isinstance(events[-1], RunFinished)
-    sub_call = next(e for e in events if isinstance(e, ModelCalled) and e.role == "sub")
-    first_exec = next(e for e in events if isinstance(e, CodeExecuted))
-    assert sub_call.exec_id == first_exec.exec_id  # the sub-call links to its code
-    assert seen_while_running == list(range(1, len(lines) + 1))
+    result = RLM(ScriptedModel(root).model, max_depth=2).completion(question, "ctx")
+    assert result.answer == "ABC"
+    return result.trajectory[0].run_id
 
 
-def test_torn_last_line_is_skipped(tmp_path: Path) -> None:
-    log = tmp_path / "run.jsonl"
-    root = ScriptedModel(["```python\nFINAL(1)\n```"])
-    RLM(root.model, log=log).completion("q", "c")
-    whole = read_trajectory(log)
-    log.write_text(log.read_text() + '{"schema_version": 1, "event": "model_ca')
-    assert read_trajectory(log) == whole
+def test_log_dir_gets_one_replayable_file_per_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert plugin_manager().get_plugin("jsonl") is not None  # loaded through its entry point
+    monkeypatch.setenv(LOG_DIR_ENV, str(tmp_path))
+    first, second = _tree_run("one"), _tree_run("two")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"{first}.jsonl", f"{second}.jsonl"]
+    )
+    events = read_trajectory(tmp_path / f"{first}.jsonl")
+    starts = [e for e in events if isinstance(e, RunStarted)]
+    assert [s.depth for s in starts] == [0, 1]  # the child's events are in its root's file
+    again = replay(tmp_path / f"{second}.jsonl")
+    assert again.answer == "ABC" and again.replay is not None and again.replay.identical
 
 
-def test_logger_as_a_plugin_object(tmp_path: Path) -> None:
-    logger = JsonlLogger(tmp_path / "x.jsonl")
-    logger.close()
-    logger.close()
-    assert (tmp_path / "x.jsonl").read_text() == ""
+def test_nothing_is_written_without_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(LOG_DIR_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    _tree_run("q")
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_version_one_reads_and_a_newer_version_says_upgrade(tmp_path: Path) -> None:
-    old = tmp_path / "v1.jsonl"
-    line = {"schema_version": 1, "event": "answer_set", "run_id": "r", "ts": 0.0, "answer": 3}
-    old.write_text(json.dumps(line) + "\n")  # before exec_id existed
-    assert [e.answer for e in read_trajectory(old)] == [3]  # type: ignore[union-attr]
-    new = tmp_path / "v9.jsonl"
-    future = {"schema_version": SCHEMA_VERSION + 1, "event": "brand_new", "run_id": "r"}
-    new.write_text(json.dumps(future) + "\n" + json.dumps(line) + "\n")
-    with pytest.raises(ConfigError, match="upgrade polyrlm"):
-        load_trajectory(new)
+def test_a_logger_registered_as_a_plugin_logs_every_run(tmp_path: Path) -> None:
+    logger = JsonlLogger(tmp_path / "all.jsonl")
+    plugin_manager().register(logger, name="test-all-runs")
+    try:
+        _tree_run("a")
+        _tree_run("b")
+    finally:
+        plugin_manager().unregister(logger)
+        logger.close()
+    roots = [e for e in read_trajectory(tmp_path / "all.jsonl") if isinstance(e, RunStarted)]
+    assert [(r.question, r.depth) for r in roots] == [
+        ("a", 0),
+        ("child task", 1),
+        ("b", 0),
+        ("child task", 1),
+    ]

@@ -1,0 +1,146 @@
+"""The record a replay is served from: :class:`ReplayBook` holds a
+trajectory's model calls, hands them to the broker (root replies by turn,
+sub-call replies by request digest), maps the replay's runs onto the
+recorded ones, and compares the two step by step afterwards.
+(:mod:`polyrlm.replay` rebuilds a whole run from a record.)
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Sequence
+from pathlib import Path
+
+from polyrlm.errors import ConfigError, ModelCallFailed
+from polyrlm.events import Event, ModelCalled, RunStarted
+from polyrlm.records import REPLAY_QUOTE_CHARS, Divergence, ReplayReport, Role
+from polyrlm.replay_compare import compare
+from polyrlm.result import Result
+from polyrlm.trajectory import load_trajectory
+
+__all__ = ["ReplayBook", "load_events"]
+
+
+def load_events(source: str | Path | Sequence[Event]) -> list[Event]:
+    """Events from a JSONL trajectory file, or a list of events as it is."""
+    events = load_trajectory(source) if isinstance(source, str | Path) else list(source)
+    if not any(isinstance(e, RunStarted) and e.depth == 0 for e in events):
+        raise ConfigError("the trajectory has no root run_started event")
+    return events
+
+
+def _quote(text: str) -> str:
+    return repr(text[:REPLAY_QUOTE_CHARS])
+
+
+def _exec_number(exec_id: str) -> str:
+    return exec_id.rsplit("-e", 1)[-1]
+
+
+class ReplayBook:
+    """The recorded model calls, served to a replay; it also maps the
+    replay's runs onto the recorded ones and notes where requests differ."""
+
+    def __init__(self, events: Sequence[Event]) -> None:
+        self.events = list(events)
+        self.root = next(e for e in self.events if isinstance(e, RunStarted) and e.depth == 0)
+        self._root_calls: dict[str, list[ModelCalled]] = collections.defaultdict(list)
+        self._sub_calls: dict[tuple[str, str], collections.deque[ModelCalled]] = (
+            collections.defaultdict(collections.deque)
+        )
+        self.position = {id(e): n for n, e in enumerate(self.events, 1)}
+        for e in self.events:
+            if isinstance(e, ModelCalled):
+                if e.role == Role.ROOT:
+                    self._root_calls[e.run_id].append(e)
+                else:
+                    self._sub_calls[(e.run_id, e.request_digest)].append(e)
+        self._children = [e for e in self.events if isinstance(e, RunStarted) and e.depth > 0]
+        #: Replay run id -> recorded run id.
+        self.runs: dict[str, str] = {}
+        self._served: collections.Counter[str] = collections.Counter()
+        #: Divergences noticed while serving (requests that differ, calls not recorded).
+        self.notes: list[Divergence] = []
+
+    def observe(self, event: Event) -> None:
+        """Follow the replay's events: map each new run to its recorded twin."""
+        if not isinstance(event, RunStarted):
+            return
+        if event.depth == 0:
+            self.runs[event.run_id] = self.root.run_id
+            return
+        parent = self.runs.get(event.parent_run_id or "")
+        if parent is None or event.parent_exec_id is None:
+            return
+        want = f"{parent}-e{_exec_number(event.parent_exec_id)}"
+        taken = set(self.runs.values())
+        candidates = [c for c in self._children if c.parent_exec_id == want]
+        candidates = [c for c in candidates if c.run_id not in taken]
+        same = [
+            c
+            for c in candidates
+            if c.question == event.question and c.context_meta == event.context_meta
+        ]
+        pick = same or candidates
+        if pick:
+            self.runs[event.run_id] = pick[0].run_id
+
+    def peek(self, *, role: Role, run_id: str, digest: str) -> ModelCalled | None:
+        """The call :meth:`serve` would return now, if any; nothing is used up."""
+        recorded_run = self.runs.get(run_id)
+        if recorded_run is None:
+            return None
+        if role == Role.ROOT:
+            calls, turn = self._root_calls[recorded_run], self._served[recorded_run]
+            return calls[turn] if turn < len(calls) else None
+        pool = self._sub_calls.get((recorded_run, digest))
+        return pool[0] if pool else None
+
+    def serve(self, *, role: Role, run_id: str, digest: str, prompt: str) -> ModelCalled:
+        """The recorded call that answers this request; raises
+        :class:`ModelCallFailed` when the record has none."""
+        recorded_run = self.runs.get(run_id)
+        if recorded_run is None:
+            self._note(None, "missing", "a model call from a run that is not in the record")
+            raise ModelCallFailed("replay: this run is not in the record")
+        if role == Role.ROOT:
+            calls = self._root_calls[recorded_run]
+            turn = self._served[recorded_run]
+            self._served[recorded_run] += 1
+            if turn >= len(calls):
+                self._note(
+                    None,
+                    "extra",
+                    f"the replay asked for root turn {turn + 1}; the record has {len(calls)}",
+                )
+                raise ModelCallFailed("replay: the record has no more root turns for this run")
+            call = calls[turn]
+            if call.request_digest != digest:
+                self._note(
+                    call,
+                    "request",
+                    f"the prompt of root turn {turn + 1} differs from the recorded one: an "
+                    f"earlier output or a setting changed (newest message now: {_quote(prompt)})",
+                )
+            return call
+        pool = self._sub_calls.get((recorded_run, digest))
+        if pool:
+            return pool.popleft()
+        self._note(
+            None, "missing", f"a sub-call the record does not have: {prompt[:REPLAY_QUOTE_CHARS]!r}"
+        )
+        raise ModelCallFailed("replay: no recorded reply for this sub-call")
+
+    def _note(self, event: Event | None, what: str, why: str) -> None:
+        self.notes.append(
+            Divergence(
+                step="model call",
+                position=self.position.get(id(event)) if event is not None else None,
+                what=what,
+                why=why,
+            )
+        )
+
+    def report(self, replayed: Sequence[Event], result: Result) -> ReplayReport:
+        """Compare the replay's events with the record, step by step."""
+        return compare(self.events, replayed, self.runs, self.notes, result)

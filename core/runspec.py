@@ -1,0 +1,54 @@
+"""What every loop of one recursion tree shares (:class:`Settings`) and
+what one loop ends with (:class:`Outcome`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from polyrlm.broker import Broker
+from polyrlm.environment import EnvConfig, Environment
+from polyrlm.recording import public_options
+from polyrlm.records import Budget, StopReason
+
+__all__ = ["Outcome", "Settings"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every loop of one tree shares."""
+
+    backend: type[Environment]
+    env_config: EnvConfig | None
+    model: str
+    sub_model: str
+    child_model: str
+    budget: Budget
+    root_options: dict[str, Any] = field(default_factory=dict)
+    sub_options: dict[str, Any] = field(default_factory=dict)
+    stop_at_code_end: bool = True
+
+    def record(self, broker: Broker) -> dict[str, Any]:
+        """What a replay needs to rebuild this tree (JSON values, no credentials)."""
+        config = self.env_config
+        record = {
+            "budget": self.budget.model_dump(mode="json"),
+            "backend_config": None if config is None else config.model_dump(mode="json"),
+            "child_model": self.child_model,
+            "root_options": public_options(self.root_options),
+            "sub_options": public_options(self.sub_options),
+            "stop_at_code_end": self.stop_at_code_end,
+            "max_concurrency": broker.max_concurrency,
+            "windows": broker.windows,
+        }
+        result: dict[str, Any] = json.loads(json.dumps(record, default=repr))
+        return result
+
+
+@dataclass(frozen=True)
+class Outcome:
+    answer: Any
+    stop_reason: StopReason
+    fallback: bool = False
+    error: str | None = None
