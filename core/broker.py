@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -35,9 +34,10 @@ from polyrlm.environment import SubCallFailure
 from polyrlm.errors import BudgetExhausted, ModelCallFailed, PromptTooLong, SubCallError
 from polyrlm.events import BatchStarted, Event, ModelCalled
 from polyrlm.ledger import Ledger
+from polyrlm.provider import LiteLLM, Reply, message_text
 from polyrlm.records import Role
 
-__all__ = ["PRICE_LIST_ENV", "Broker", "RecordedCalls", "litellm_module", "use_local_price_list"]
+__all__ = ["Broker", "RecordedCalls"]
 
 Messages = list[dict[str, Any]]
 
@@ -52,41 +52,6 @@ class RecordedCalls(Protocol):
     def serve(self, *, role: Role, run_id: str, digest: str, prompt: str) -> ModelCalled:
         """The recorded call answering this request; raises
         :class:`~polyrlm.errors.ModelCallFailed` when there is none."""
-
-
-#: litellm fetches its price list over the network at import unless this
-#: environment variable is set; polyrlm sets it to ``True`` (use the price
-#: list that ships with litellm) unless the user set it. ``False`` refreshes
-#: the prices from the network at import.
-PRICE_LIST_ENV = "LITELLM_LOCAL_MODEL_COST_MAP"
-
-
-def use_local_price_list() -> None:
-    """Point litellm at its bundled price list (before litellm is imported)
-    unless the user chose otherwise: no network fetch, no retries, no warnings."""
-    os.environ.setdefault(PRICE_LIST_ENV, "True")
-
-
-def litellm_module() -> Any:
-    """Import litellm on first use: it takes seconds, and the CLI's
-    `backends` listing or a replay should not pay for it."""
-    use_local_price_list()
-    import litellm
-
-    litellm.suppress_debug_info = True  # no "Provider List" banners on stdout
-    return litellm
-
-
-def _retryable() -> tuple[type[BaseException], ...]:
-    lm = litellm_module()
-    return (
-        lm.RateLimitError,
-        lm.InternalServerError,
-        lm.ServiceUnavailableError,
-        lm.BadGatewayError,
-        lm.Timeout,
-        lm.APIConnectionError,
-    )
 
 
 class Broker:
@@ -117,54 +82,34 @@ class Broker:
         #: Window overrides given by the caller (the rest come from litellm).
         self.windows: dict[str, int] = dict(windows or {})
         self._windows: dict[str, int | None] = dict(self.windows)
-        self._unpriced: set[str] = set()
         self._ids = itertools.count(1)
         self._batch_ids = itertools.count(1)
         #: The model source: litellm (None), or a record that serves every call.
         self.replay = replay
         self._sem: asyncio.Semaphore | None = None
-        self._lm = litellm_module()
-        self._retry_on = _retryable()
+        #: The live model source (litellm), used when there is no record.
+        self.provider = LiteLLM(call_timeout_s)
 
     def window(self, model: str) -> int | None:
         """Input tokens ``model`` accepts, from the overrides or litellm's map."""
         if model not in self._windows:
-            try:
-                info = self._lm.get_model_info(model)
-                self._windows[model] = info.get("max_input_tokens") or info.get("max_tokens")
-            except Exception:  # unmapped model: no guard rather than a crash
-                self._windows[model] = None
+            self._windows[model] = self.provider.window(model)
         return self._windows[model]
 
     def _guard(self, model: str, messages: Messages) -> None:
         window = self.window(model)
         if window is None:
             return
-        chars = sum(len(str(m.get("content") or "")) for m in messages)
+        chars = sum(len(message_text(m)) for m in messages)
         if chars <= window:  # a token is at least one character: no need to count
             return
-        tokens = int(self._lm.token_counter(model=model, messages=messages))
+        tokens = self.provider.count(model, messages)
         if tokens > window:
             raise PromptTooLong(
                 f"prompt of {tokens} tokens ({chars} characters) exceeds the {window}-token "
                 f"window of {model}; it was not sent. Split it into pieces of at most about "
                 f"{window * 3} characters."
             )
-
-    def _cost(self, model: str, response: Any) -> float | None:
-        """The cost litellm already computed for this response (its own cost
-        map); computing it again would double litellm's per-call CPU."""
-        hidden = getattr(response, "_hidden_params", None) or {}
-        cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
-        if cost is not None:
-            return float(cost)
-        if model in self._unpriced:
-            return None
-        try:
-            return float(self._lm.completion_cost(completion_response=response))
-        except Exception:  # unmapped model: cost unknown, not a crash
-            self._unpriced.add(model)
-            return None
 
     async def call(
         self,
@@ -178,7 +123,38 @@ class Broker:
         batch_id: str | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> str:
-        """One model call; returns the reply text.
+        """One model call; returns the reply text. Raises as :meth:`turn`."""
+        reply = await self.turn(
+            messages,
+            model=model,
+            role=role,
+            depth=depth,
+            run_id=run_id,
+            exec_id=exec_id,
+            batch_id=batch_id,
+            options=options,
+        )
+        return reply.text
+
+    async def turn(
+        self,
+        messages: Messages,
+        *,
+        model: str,
+        role: Role,
+        depth: int,
+        run_id: str,
+        exec_id: str | None = None,
+        batch_id: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        cut: Callable[[str], int | None] | None = None,
+        stop: Sequence[str] = (),
+    ) -> Reply:
+        """One model call; returns the whole reply (text and tool calls).
+
+        ``cut`` streams the reply and ends it where ``cut(text_so_far)``
+        says (the root's first code block); ``stop`` is sent along only where
+        the model takes stop sequences.
 
         Raises :class:`PromptTooLong` or :class:`SubCallError` (nothing sent),
         :class:`BudgetExhausted` (nothing sent), :class:`ModelCallFailed`.
@@ -187,7 +163,7 @@ class Broker:
         self._guard(model, messages)
         digest = request_digest(model, messages, opts)
         call_id = f"c{next(self._ids)}"
-        shown = str(messages[-1].get("content") or "") if messages else ""
+        shown = message_text(messages[-1]) if messages else ""
 
         def report(text: str | None, pt: int = 0, ct: int = 0, **extra: Any) -> None:
             self.emit(
@@ -212,21 +188,24 @@ class Broker:
             return self._replayed(self.replay, role, depth, run_id, digest, shown, report)
         cached = self.cache.get(digest) if self.cache is not None else None
         if cached is not None:
+            text, pt, ct, calls = cached
+            tools = tuple(calls)
             self.ledger.check_depth(depth)
             self.ledger.record(role, depth, cost_usd=0.0, cached=True)
-            report(cached[0], cached[1], cached[2], cost_usd=0.0, cached=True)
-            return cached[0]
+            report(text, pt, ct, cost_usd=0.0, cached=True, tool_calls=list(tools) or None)
+            return Reply(text, pt, ct, 0, 0.0, tool_calls=tools)
 
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.max_concurrency)
         started = time.perf_counter()
         reserved = False
         try:
+            sent = self.provider.options(model, opts, list(stop))
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.retry_attempts),
                 wait=wait_exponential(multiplier=self.retry_initial_wait_s, max=RETRY_MAX_WAIT_S)
                 + wait_random(0, self.retry_initial_wait_s),  # jitter spreads retry bursts
-                retry=retry_if_exception_type(self._retry_on),
+                retry=retry_if_exception_type(self.provider.retryable),
                 reraise=True,
             ):
                 with attempt:
@@ -235,32 +214,39 @@ class Broker:
                             self.ledger.reserve_call(depth)
                             reserved = True
                             started = time.perf_counter()
-                        response = await self._lm.acompletion(
-                            model=model,
-                            messages=messages,
-                            timeout=self.call_timeout_s,
-                            max_retries=0,  # retries are ours, not the SDK's
-                            **opts,
-                        )
+                        reply = await self.provider.complete(model, messages, sent, cut)
         except (BudgetExhausted, SubCallError):
             raise
         except Exception as exc:
-            error = f"{model}: {type(exc).__name__}: {exc}"
+            error = exc.args[0] if isinstance(exc, ModelCallFailed) else None
+            error = error or self.provider.explain(model, exc)
             if reserved:
                 self.ledger.record(role, depth, failed=True)
             report(None, latency_s=time.perf_counter() - started, error=error)
             raise ModelCallFailed(error) from exc
         latency = time.perf_counter() - started
-        text = response.choices[0].message.content or ""
-        usage = getattr(response, "usage", None)
-        pt = int(getattr(usage, "prompt_tokens", 0) or 0)
-        ct = int(getattr(usage, "completion_tokens", 0) or 0)
-        cost = self._cost(model, response)
-        self.ledger.record(role, depth, prompt_tokens=pt, completion_tokens=ct, cost_usd=cost)
-        report(text, pt, ct, cost_usd=cost, latency_s=latency)
+        pt, ct, cost = reply.prompt_tokens, reply.completion_tokens, reply.cost_usd
+        hit = reply.cached_tokens
+        self.ledger.record(
+            role,
+            depth,
+            prompt_tokens=pt,
+            completion_tokens=ct,
+            cost_usd=cost,
+            cached_prompt_tokens=hit,
+        )
+        report(
+            reply.text,
+            pt,
+            ct,
+            cost_usd=cost,
+            latency_s=latency,
+            tool_calls=list(reply.tool_calls) or None,
+            cached_prompt_tokens=hit,
+        )
         if self.cache is not None:
-            self.cache.put(digest, (text, pt, ct))
-        return str(text)
+            self.cache.put(digest, (reply.text, pt, ct, list(reply.tool_calls)))
+        return reply
 
     def _replayed(
         self,
@@ -271,7 +257,7 @@ class Broker:
         digest: str,
         prompt: str,
         report: Callable[..., None],
-    ) -> str:
+    ) -> Reply:
         """A call served from the record: the ledger counts it as the
         original was counted, so budget stops happen at the same step."""
         ahead = book.peek(role=role, run_id=run_id, digest=digest)
@@ -289,7 +275,12 @@ class Broker:
                 raise ModelCallFailed(recorded.error)
             pt, ct = recorded.prompt_tokens, recorded.completion_tokens
             self.ledger.record(
-                role, depth, prompt_tokens=pt, completion_tokens=ct, cost_usd=recorded.cost_usd
+                role,
+                depth,
+                prompt_tokens=pt,
+                completion_tokens=ct,
+                cost_usd=recorded.cost_usd,
+                cached_prompt_tokens=recorded.cached_prompt_tokens,
             )
         text = recorded.response or ""
         report(
@@ -298,8 +289,17 @@ class Broker:
             recorded.completion_tokens,
             cost_usd=recorded.cost_usd,
             cached=recorded.cached,
+            tool_calls=recorded.tool_calls,
+            cached_prompt_tokens=recorded.cached_prompt_tokens,
         )
-        return text
+        return Reply(
+            text,
+            recorded.prompt_tokens,
+            recorded.completion_tokens,
+            recorded.cached_prompt_tokens,
+            recorded.cost_usd,
+            tool_calls=tuple(recorded.tool_calls or ()),
+        )
 
     async def batch(
         self,

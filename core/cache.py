@@ -27,7 +27,8 @@ def request_digest(model: str, messages: list[dict[str, Any]], options: dict[str
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-CachedReply = tuple[str, int, int]  # text, prompt tokens, completion tokens
+#: text, prompt tokens, completion tokens, native tool calls
+CachedReply = tuple[str, int, int, list[dict[str, str]]]
 
 
 class ResponseCache:
@@ -41,8 +42,9 @@ class ResponseCache:
 
     def get(self, digest: str) -> CachedReply | None:
         value = self._cache.get(digest)
-        if isinstance(value, tuple) and len(value) == 3:
-            return (str(value[0]), int(value[1]), int(value[2]))
+        if isinstance(value, tuple) and len(value) in (3, 4):  # 3: before tool calls
+            calls = list(value[3]) if len(value) == 4 else []
+            return (str(value[0]), int(value[1]), int(value[2]), calls)
         return None
 
     def put(self, digest: str, reply: CachedReply) -> None:

@@ -14,8 +14,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from polyrlm.broker import use_local_price_list
 from polyrlm.errors import PolyrlmError
+from polyrlm.provider import use_local_price_list
 from polyrlm.records import Budget, StopReason
 from polyrlm.result import Result
 
@@ -40,6 +40,9 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--max-seconds", type=float, default=None)
     p.add_argument("--max-concurrency", type=int, default=None)
     p.add_argument("--api-base", default=None, help="an OpenAI-compatible server's base URL")
+    p.add_argument(
+        "--api-key", default=None, help="the provider's key (default: its usual variable)"
+    )
     p.add_argument("--log", default=None, help="write the trajectory as JSONL here")
     p.add_argument("--cache", default=None, help="on-disk response cache directory")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON")
@@ -98,6 +101,8 @@ def _run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     if args.api_base:
         options["api_base"] = args.api_base
+    if args.api_key:
+        options["api_key"] = args.api_key
     if args.max_concurrency is not None:
         options["max_concurrency"] = args.max_concurrency
     rlm = RLM(

@@ -26,8 +26,9 @@ __all__ = [
 
 #: Version of the trajectory JSONL format; written on every line. 2 added
 #: turn_started, batch_started and the root run's settings and context
-#: record; version 1 files still read.
-SCHEMA_VERSION = 2
+#: record; 3 added a root reply's native tool calls and the prompt tokens
+#: served from a provider's cache; version 1 and 2 files still read.
+SCHEMA_VERSION = 3
 
 #: Model options that are credentials: never written to a trajectory, never
 #: part of a request's digest (the same request with another key is the same).

@@ -78,7 +78,11 @@ class ModelCalled(EventBase):
     prompt: str = Field(description="Sub-call: the prompt. Root call: the newest message only.")
     request_digest: str = Field(description="sha256 of the whole request, for replay.")
     response: str | None
+    tool_calls: list[dict[str, str]] | None = Field(
+        None, description="Native tool calls of a root reply: id, name, arguments (JSON)."
+    )
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = Field(0, description="Prompt tokens served from the cache.")
     completion_tokens: int = 0
     cost_usd: float | None = None
     latency_s: float = 0.0

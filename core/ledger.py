@@ -85,6 +85,7 @@ class Ledger:
         cost_usd: float | None = 0.0,
         cached: bool = False,
         failed: bool = False,
+        cached_prompt_tokens: int = 0,
     ) -> None:
         """Add one finished (or failed) call to the tallies."""
         answered = not failed
@@ -93,6 +94,7 @@ class Ledger:
             cached_calls=int(cached),
             failed_calls=int(failed),
             prompt_tokens=prompt_tokens,
+            cached_prompt_tokens=cached_prompt_tokens,
             completion_tokens=completion_tokens,
             cost_usd=cost_usd or 0.0,
             unpriced_calls=int(answered and not cached and cost_usd is None),

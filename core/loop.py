@@ -27,17 +27,36 @@ from polyrlm.errors import (
 )
 from polyrlm.events import AnswerSet, CodeExecuted, Event, RunFinished, RunStarted, TurnStarted
 from polyrlm.ledger import Ledger
-from polyrlm.parsing import extract_blocks, format_exec_observation, select_blocks
-from polyrlm.prompts import FALLBACK_PROMPT, NO_CODE_PROMPT, first_user_message, system_prompt
+from polyrlm.parsing import (
+    CodeBlock,
+    code_end,
+    extract_blocks,
+    format_exec_observation,
+    select_blocks,
+    xml_call_code,
+)
+from polyrlm.prompts import (
+    FALLBACK_PROMPT,
+    NO_CODE_PROMPT,
+    RUN_CODE_TOOL,
+    XML_CALL_NOTE,
+    first_user_message,
+    run_code_tool,
+    system_prompt,
+)
+from polyrlm.provider import Reply
 from polyrlm.recording import context_record
 from polyrlm.records import ExecResult, Role, StopReason
 from polyrlm.runspec import Outcome, Settings
 from polyrlm.subcalls import LoopSubCalls
+from polyrlm.turns import assistant_message, cache_marked, run_code_argument, tool_result
 
 __all__ = ["CODE_END_STOP", "Outcome", "Settings", "Tree", "in_thread"]  # (re-exported)
 
-#: Stop sequence sent with root calls: generation ends with the code block,
-#: so the model cannot invent the block's output and answer on top of it.
+#: Stop sequence sent with root calls to models that take one (litellm's map
+#: says which): generation ends with the code block. The reply is cut there
+#: client-side in any case (:func:`polyrlm.parsing.code_end`), so no model
+#: can invent the block's output and answer on top of it.
 CODE_END_STOP = "\n```\n"
 
 T = TypeVar("T")
@@ -155,15 +174,28 @@ class Tree:
             )
         return outcome
 
+    def _model(self, s: _Session) -> str:
+        return self.settings.model if s.depth == 0 else self.settings.child_model
+
+    def _tools(self, s: _Session) -> list[dict[str, Any]] | None:
+        """The run_code tool, when this root gets the native code channel."""
+        channel, model = self.settings.code_channel, self._model(s)
+        if channel == "auto":  # Claude drifts into XML tool calls in prose when offered none
+            wanted = "claude" in model.lower() and self.broker.provider.calls_functions(model)
+            channel = "tools" if wanted else "fences"
+        return [run_code_tool(s.env.language)] if channel == "tools" else None
+
     async def _turns(self, s: _Session, question: str) -> tuple[Outcome, int]:
         budget = self.settings.budget
         guide = await in_thread(s.env.prompt_guide)
+        tools = self._tools(s)
         system = system_prompt(
             guide,
             describe_context(s.context),
             max_iterations=budget.max_iterations,
             depth=s.depth,
             max_depth=budget.max_depth,
+            tool_language=s.env.language if tools else None,
         )
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": system},
@@ -174,39 +206,89 @@ class Tree:
             if last:  # out of turns: ask once for the answer
                 messages[-1]["content"] += "\n\n" + FALLBACK_PROMPT
             self.emit(TurnStarted(run_id=s.run_id, depth=s.depth, iteration=iteration))
-            reply = await self._root_call(s, messages)
-            messages.append({"role": "assistant", "content": reply})
-            observation, result = await self._run_reply(s, reply, iteration)
+            reply = await self._root_call(s, messages, tools)
+            messages.append(assistant_message(reply))
+            observation, result, tool_results = await self._run_reply(s, reply, iteration)
             if result is not None:
                 reason = StopReason.MAX_ITERATIONS if last else StopReason.ANSWERED
                 return Outcome(result.answer, reason, fallback=last), iteration
             self.ledger.check()
-            messages.append({"role": "user", "content": observation})
+            messages.extend(tool_results)
+            if observation or not tool_results:
+                messages.append({"role": "user", "content": observation})
         partial = await self._partial(s)
         return Outcome(partial, StopReason.MAX_ITERATIONS), budget.max_iterations + 1
 
-    async def _root_call(self, s: _Session, messages: list[dict[str, Any]]) -> str:
+    async def _root_call(
+        self, s: _Session, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> Reply:
+        model, at_code_end = self._model(s), self.settings.stop_at_code_end
         options = dict(self.settings.root_options)
-        if self.settings.stop_at_code_end:
-            options.setdefault("stop", [CODE_END_STOP])
+        if tools:
+            options.setdefault("tools", tools)
         self.ledger.iterations += 1
         try:
-            return await self.broker.call(
-                messages,
-                model=self.settings.model if s.depth == 0 else self.settings.child_model,
+            return await self.broker.turn(
+                cache_marked(messages) if self.broker.provider.caches_prompts(model) else messages,
+                model=model,
                 role=Role.ROOT,
                 depth=s.depth,
                 run_id=s.run_id,
                 options=options,
+                # Streamed and cut after the first code block, for every model;
+                # the stop sequence only saves generation where a model takes it.
+                cut=code_end if at_code_end else None,
+                stop=[CODE_END_STOP] if at_code_end else (),
             )
         except SubCallError as exc:  # e.g. the history outgrew the root model's window
             raise ModelCallFailed(f"root call refused: {exc}") from exc
 
+    def _shown(self, result: ExecResult) -> str:
+        shown, _ = format_exec_observation(
+            result.output, result.error, self.settings.budget.max_output_chars
+        )
+        if result.truncated_chars:
+            shown += f"\n[{result.truncated_chars} more characters of output were dropped]"
+        if result.restarted:
+            shown += (
+                "\n[The environment was restarted: every variable you made is lost; "
+                "the context is loaded again.]"
+            )
+        return shown
+
+    def _answered(self, s: _Session, result: ExecResult) -> bool:
+        if result.answer_ready:
+            self.emit(AnswerSet(run_id=s.run_id, exec_id=s.subcalls.exec_id, answer=result.answer))
+        return result.answer_ready
+
+    async def _run_tool_calls(
+        self, s: _Session, reply: Reply, iteration: int
+    ) -> tuple[str, ExecResult | None, list[dict[str, Any]]]:
+        results: list[dict[str, Any]] = []
+        for call in reply.tool_calls:
+            code, problem = run_code_argument(call)
+            if code is None:
+                results.append(tool_result(call, problem))
+                continue
+            result = await self._execute(s, code, iteration)
+            results.append(tool_result(call, self._shown(result)))
+            if self._answered(s, result):
+                return "", result, results
+            if self.ledger.exhausted is not None:
+                break
+        return "", None, results
+
     async def _run_reply(
-        self, s: _Session, reply: str, iteration: int
-    ) -> tuple[str, ExecResult | None]:
+        self, s: _Session, reply: Reply, iteration: int
+    ) -> tuple[str, ExecResult | None, list[dict[str, Any]]]:
+        """Run what the reply asks for: its native tool calls, else its fenced
+        blocks, else the code of XML-style calls written as prose; returns the
+        observation, the result that set the answer (if any) and the tool
+        results to append."""
+        if reply.tool_calls:
+            return await self._run_tool_calls(s, reply, iteration)
         env = s.env
-        runnable, wrong = select_blocks(extract_blocks(reply), env.fence_tags)
+        runnable, wrong = select_blocks(extract_blocks(reply.text), env.fence_tags)
         notes = []
         if wrong:
             tags = ", ".join(sorted({b.tag for b in wrong}))
@@ -214,33 +296,26 @@ class Tree:
                 f"Not run: {len(wrong)} block(s) tagged {tags}; this environment runs "
                 f"{env.language} (fence tags: {', '.join(env.fence_tags)})."
             )
+        if not runnable and not wrong:
+            xml = xml_call_code(reply.text)
+            runnable = [CodeBlock(env.fence_tags[0], code, True) for code in xml]
+            if runnable:
+                or_tool = f" or call the {RUN_CODE_TOOL} tool" if self._tools(s) else ""
+                notes.append(XML_CALL_NOTE.format(tag=env.fence_tags[0], or_tool=or_tool))
         if not runnable:
             tag = env.fence_tags[0]
             notes.insert(0, NO_CODE_PROMPT.format(tags=" or ".join(env.fence_tags), tag=tag))
-            return "\n".join(notes), None
+            return "\n".join(notes), None, []
         parts = []
         for number, block in enumerate(runnable, 1):
             result = await self._execute(s, block.code, iteration)
-            shown, _ = format_exec_observation(
-                result.output, result.error, self.settings.budget.max_output_chars
-            )
-            if result.truncated_chars:
-                shown += f"\n[{result.truncated_chars} more characters of output were dropped]"
-            if result.restarted:
-                shown += (
-                    "\n[The environment was restarted: every variable you made is lost; "
-                    "the context is loaded again.]"
-                )
             head = f"[block {number} of {len(runnable)}]\n" if len(runnable) > 1 else ""
-            parts.append(head + shown)
-            if result.answer_ready:
-                self.emit(
-                    AnswerSet(run_id=s.run_id, exec_id=s.subcalls.exec_id, answer=result.answer)
-                )
-                return "\n\n".join(parts), result
+            parts.append(head + self._shown(result))
+            if self._answered(s, result):
+                return "\n\n".join(parts), result, []
             if self.ledger.exhausted is not None:
                 break
-        return "\n\n".join(notes + parts), None
+        return "\n\n".join(notes + parts), None, []
 
     async def _execute(self, s: _Session, code: str, iteration: int) -> ExecResult:
         s.execs += 1

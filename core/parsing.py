@@ -6,6 +6,7 @@ sequence leaves its last fence open, and that block is still returned (``closed=
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,10 +14,12 @@ from dataclasses import dataclass
 __all__ = [
     "NON_CODE_TAGS",
     "CodeBlock",
+    "code_end",
     "extract_blocks",
     "format_exec_observation",
     "select_blocks",
     "truncate_output",
+    "xml_call_code",
 ]
 
 # Tags of blocks a model uses to quote prose-like output: neither code to run nor a mistake.
@@ -27,6 +30,14 @@ NON_CODE_TAGS: frozenset[str] = frozenset(
 _LINE_END = re.compile(r"\r\n|\r|\n")  # CommonMark line endings
 _OPEN = re.compile(r"( {0,3})(`{3,}|~{3,})(.*)")
 _CLOSE = re.compile(r" {0,3}(`{3,}|~{3,})[ \t]*")
+# XML-style tool calls written as prose (Claude's native syntax, and the <tool_call> JSON
+# form of other families): the code argument of each call.
+_XML_PARAMETER = re.compile(
+    r"<invoke\s+name=[\"']?(\w+)[\"']?\s*>.*?<parameter\s+name=[\"']?(\w+)[\"']?\s*>"
+    r"(.*?)</parameter>",
+    re.DOTALL,
+)
+_XML_TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
 _NOTE = "\n[... {cut} characters cut: keep large results in variables and print slices ...]\n"
 _ERROR_NOTE = "[... {cut} earlier characters of the error cut ...]\n"
 
@@ -84,6 +95,32 @@ def extract_blocks(text: str) -> list[CodeBlock]:
             content.append(_dedent(line, indent))
         blocks.append(CodeBlock(tag=tag, code="\n".join(content), closed=closed))
     return blocks
+
+
+def code_end(text: str) -> int | None:
+    """Where a streamed reply is cut: just after the closing fence of its first
+    complete code block (one not tagged as quoted output, see
+    :data:`NON_CODE_TAGS`), once that fence's line has ended; None while there
+    is none. What a model writes after its block (invented output, an answer
+    on top of it) is never read, whatever the model's stop-sequence support."""
+    fence: str | None = None
+    quoted = False
+    position = 0
+    for match in _LINE_END.finditer(text):
+        line = text[position : match.start()]
+        position = match.end()
+        if fence is None:
+            opening = _OPEN.fullmatch(line)
+            if opening is None or (opening[2][0] == "`" and "`" in opening[3]):
+                continue
+            fence = opening[2]
+            words = opening[3].split()
+            quoted = bool(words) and words[0].lower() in NON_CODE_TAGS
+        elif _closes(line, fence):
+            if not quoted:
+                return match.start()
+            fence = None
+    return None
 
 
 def select_blocks(
@@ -154,3 +191,30 @@ def format_exec_observation(output: str, error: str | None, limit: int) -> tuple
     if err_cut:
         shown_err = _ERROR_NOTE.format(cut=err_cut) + shown_err
     return shown_out + separator + shown_err, out_cut + err_cut
+
+
+def xml_call_code(text: str) -> list[str]:
+    """The code of XML-style tool calls a model wrote as prose instead of a
+    fenced block (``<invoke name="run_code"><parameter name="code">...``, or
+    ``<tool_call>{"name": ..., "arguments": {"code": ...}}</tool_call>``), in
+    order; the argument named ``code`` (else the call's only argument)."""
+    found: list[tuple[int, str]] = []
+    for match in _XML_PARAMETER.finditer(text):
+        if match[2] in ("code", "command", "query", "sql", "script"):
+            found.append((match.start(), match[3].strip("\n")))
+    for match in _XML_TOOL_CALL.finditer(text):
+        try:
+            call = json.loads(match[1])
+        except ValueError:
+            continue
+        args = call.get("arguments") or call.get("parameters") if isinstance(call, dict) else None
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except ValueError:
+                args = {"code": args}
+        if isinstance(args, dict):
+            code = args.get("code", next(iter(args.values()), None) if len(args) == 1 else None)
+            if isinstance(code, str) and code.strip():
+                found.append((match.start(), code))
+    return [code for _, code in sorted(found)]

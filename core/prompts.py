@@ -9,7 +9,11 @@ from typing import Any
 __all__ = [
     "FALLBACK_PROMPT",
     "NO_CODE_PROMPT",
+    "RUN_CODE_TOOL",
+    "TOOL_CHANNEL_NOTE",
+    "XML_CALL_NOTE",
     "first_user_message",
+    "run_code_tool",
     "system_prompt",
 ]
 
@@ -35,15 +39,61 @@ You have at most {max_iterations} replies.{depth_note}
 """
 
 
+#: The name of the native tool that runs code (models with function calling).
+RUN_CODE_TOOL = "run_code"
+
+#: Added to the instructions when the root is offered the run_code tool.
+TOOL_CHANNEL_NOTE = (
+    "\nYou may run each block by calling the {tool} tool with the code (the same "
+    "{language} the guide shows); its output comes back as the tool's result. Fenced "
+    "blocks work too.\n"
+)
+
+#: Said after running code found in an XML-style tool call written as prose.
+XML_CALL_NOTE = (
+    "[Ran the code of the XML-style tool call in your reply. Here, write code in a fenced "
+    "```{tag} block{or_tool}.]"
+)
+
+
+def run_code_tool(language: str) -> dict[str, Any]:
+    """The run_code tool in OpenAI's function format (litellm translates it
+    for every provider that has function calling)."""
+    return {
+        "type": "function",
+        "function": {
+            "name": RUN_CODE_TOOL,
+            "description": (
+                f"Run {language} code in the REPL environment that holds the context; state "
+                "persists between calls. Returns what the code printed (truncated when long)."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {"code": {"type": "string", "description": f"{language} code"}},
+                "required": ["code"],
+            },
+        },
+    }
+
+
 def system_prompt(
-    guide: str, meta: dict[str, Any], *, max_iterations: int, depth: int, max_depth: int
+    guide: str,
+    meta: dict[str, Any],
+    *,
+    max_iterations: int,
+    depth: int,
+    max_depth: int,
+    tool_language: str | None = None,
 ) -> str:
-    """Core instructions + the environment's guide + the context metadata."""
+    """Core instructions + the environment's guide + the context metadata;
+    ``tool_language`` when the root is offered the run_code tool."""
     if max_depth <= depth:
         depth_note = " Sub-model calls are disabled here: solve it with code alone."
     else:
         depth_note = ""
     core = _CORE.format(max_iterations=max_iterations, depth_note=depth_note)
+    if tool_language is not None:
+        core += TOOL_CHANNEL_NOTE.format(tool=RUN_CODE_TOOL, language=tool_language)
     shown = json.dumps(meta, ensure_ascii=False, default=str, indent=1)
     return f"{core}\n{guide}\n## The context (metadata only)\n```json\n{shown}\n```\n"
 

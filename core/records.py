@@ -83,6 +83,9 @@ class Tally(Frozen):
     cached_calls: int = Field(0, description="Calls answered from the response cache.")
     failed_calls: int = Field(0, description="Calls that failed after retries or were refused.")
     prompt_tokens: int = Field(0, description="Prompt tokens reported by the provider.")
+    cached_prompt_tokens: int = Field(
+        0, description="Of the prompt tokens, those the provider served from its prompt cache."
+    )
     completion_tokens: int = Field(0, description="Completion tokens reported by the provider.")
     cost_usd: float = Field(0.0, description="Sum of the known costs.")
     unpriced_calls: int = Field(0, description="Calls whose model has no known price.")

@@ -57,6 +57,7 @@ def replay(
         max_concurrency=settings.get("max_concurrency", 1) or 1,
         windows=settings.get("windows"),
         stop_at_code_end=settings.get("stop_at_code_end", True),
+        code_channel=settings.get("code_channel", "fences"),
         sub_model_options=settings.get("sub_options"),
         log=log,
         on_event=on_event,

@@ -21,7 +21,7 @@ from polyrlm.records import Budget
 from polyrlm.registry import get_registry, plugin_manager
 from polyrlm.replay_book import ReplayBook, load_events
 from polyrlm.result import Result
-from polyrlm.runspec import Settings
+from polyrlm.runspec import CODE_CHANNELS, Settings
 from polyrlm.trajectory import TrajectoryWriter
 
 __all__ = ["DEFAULT_BACKEND", "RLM", "default_cache_dir"]
@@ -48,6 +48,11 @@ class RLM:
     call (``api_base``, ``api_key``, ``temperature``, ...);
     ``sub_model_options`` replaces those for sub-calls.
 
+    ``code_channel`` says how the root's code reaches the environment:
+    ``"fences"`` (fenced blocks, every model), ``"tools"`` (the native
+    ``run_code`` tool offered too; fences still run), or ``"auto"`` (tools for
+    Claude models with function calling, fences for the others).
+
     ``replay=`` a trajectory (a JSONL path or a list of events) serves every
     model call from that record instead of a provider, and ``result.replay``
     compares the run with it step by step (see :mod:`polyrlm.replay`).
@@ -72,6 +77,7 @@ class RLM:
         retry_attempts: int = RETRY_ATTEMPTS,
         retry_initial_wait_s: float = RETRY_INITIAL_WAIT_S,
         stop_at_code_end: bool = True,
+        code_channel: str = "auto",
         replay: str | Path | Sequence[Event] | None = None,
         **model_options: Any,
     ) -> None:
@@ -82,6 +88,10 @@ class RLM:
         self.budget = Budget.model_validate(budget.model_dump())
         if max_concurrency < 1:
             raise ConfigError("max_concurrency must be at least 1")
+        if code_channel not in CODE_CHANNELS:
+            raise ConfigError(
+                f"code_channel must be one of {', '.join(CODE_CHANNELS)}, not {code_channel!r}"
+            )
         if isinstance(backend_config, Mapping):
             try:
                 backend_config = self.backend.Config(**backend_config)
@@ -97,6 +107,7 @@ class RLM:
             root_options=dict(model_options),
             sub_options=dict(sub_model_options if sub_model_options is not None else model_options),
             stop_at_code_end=stop_at_code_end,
+            code_channel=code_channel,
         )
         self.max_concurrency = max_concurrency
         self.cache_dir = (

@@ -12,7 +12,10 @@ from polyrlm.environment import EnvConfig, Environment
 from polyrlm.recording import public_options
 from polyrlm.records import Budget, StopReason
 
-__all__ = ["Outcome", "Settings"]
+__all__ = ["CODE_CHANNELS", "Outcome", "Settings"]
+
+#: The ways the root's code reaches the environment (``RLM(code_channel=...)``).
+CODE_CHANNELS = ("auto", "fences", "tools")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,9 @@ class Settings:
     root_options: dict[str, Any] = field(default_factory=dict)
     sub_options: dict[str, Any] = field(default_factory=dict)
     stop_at_code_end: bool = True
+    #: How the root's code reaches the environment: "fences" (fenced blocks,
+    #: every model), "tools" (also the native run_code tool), or "auto".
+    code_channel: str = "auto"
 
     def record(self, broker: Broker) -> dict[str, Any]:
         """What a replay needs to rebuild this tree (JSON values, no credentials)."""
@@ -39,6 +45,7 @@ class Settings:
             "root_options": public_options(self.root_options),
             "sub_options": public_options(self.sub_options),
             "stop_at_code_end": self.stop_at_code_end,
+            "code_channel": self.code_channel,
             "max_concurrency": broker.max_concurrency,
             "windows": broker.windows,
         }

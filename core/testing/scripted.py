@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from polyrlm.broker import litellm_module
+from polyrlm.provider import litellm_module
 
-__all__ = ["PROVIDER", "ScriptedModel", "word_tokens"]
+__all__ = ["PROVIDER", "STREAM_CHUNK_CHARS", "ScriptedModel", "word_tokens"]
 
 #: litellm provider name under which scripted models are served.
 PROVIDER = "polyrlm-scripted"
+#: Characters per streamed piece of a reply (root calls are streamed).
+STREAM_CHUNK_CHARS = 16
 
 Reply = str | Callable[[list[dict[str, Any]]], str]
 
@@ -69,6 +71,8 @@ class ScriptedModel:
         self.fail_first = fail_first
         #: The messages of every call received, in order.
         self.calls: list[list[dict[str, Any]]] = []
+        #: Per streamed call: [pieces the client took, pieces in the reply].
+        self.streams: list[list[int]] = []
         _install()
         with _lock:
             _models[self.name] = self
@@ -95,7 +99,9 @@ class ScriptedModel:
             self._next += 1
             return self._replies[self._next - 1]
 
-    async def respond(self, messages: list[dict[str, Any]], options: dict[str, Any]) -> Any:
+    async def _answer(
+        self, messages: list[dict[str, Any]], options: dict[str, Any]
+    ) -> tuple[str, int, int]:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         lm = litellm_module()
@@ -106,7 +112,28 @@ class ScriptedModel:
         except Exception as exc:  # a script's own error is the request's fault: no retry
             raise lm.BadRequestError(f"{type(exc).__name__}: {exc}", self.model, PROVIDER) from exc
         prompt = sum(word_tokens(_content(m)) + 3 for m in messages)
-        completion = max(1, word_tokens(text))
+        return text, prompt, max(1, word_tokens(text))
+
+    async def respond_stream(
+        self, messages: list[dict[str, Any]], options: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The reply streamed in pieces of :data:`STREAM_CHUNK_CHARS`, as
+        litellm's custom providers stream; the last chunk carries the usage.
+        ``streams`` records, per streamed call, how many pieces were taken."""
+        text, prompt, completion = await self._answer(messages, options)
+        pieces = [text[i : i + STREAM_CHUNK_CHARS] for i in range(0, len(text), STREAM_CHUNK_CHARS)]
+        taken = [0, len(pieces)]
+        self.streams.append(taken)
+        for piece in pieces:
+            yield {"text": piece, "is_finished": False, "finish_reason": "", "usage": None}
+            taken[0] += 1
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion}
+        usage["total_tokens"] = prompt + completion
+        yield {"text": "", "is_finished": True, "finish_reason": "stop", "usage": usage}
+
+    async def respond(self, messages: list[dict[str, Any]], options: dict[str, Any]) -> Any:
+        lm = litellm_module()
+        text, prompt, completion = await self._answer(messages, options)
         return lm.ModelResponse(
             choices=[
                 {
@@ -135,6 +162,16 @@ def _install() -> None:
             if scripted is None:
                 raise ValueError(f"no scripted model named {model!r}")
             return await scripted.respond(messages, dict(options or {}))
+
+        async def astreaming(
+            self, model: str, messages: list[Any], *args: Any, **kw: Any
+        ) -> AsyncIterator[dict[str, Any]]:
+            options = kw.get("optional_params") or (args[7] if len(args) > 7 else {})
+            scripted = _models.get(model)
+            if scripted is None:
+                raise ValueError(f"no scripted model named {model!r}")
+            async for chunk in scripted.respond_stream(messages, dict(options or {})):
+                yield chunk
 
     lm.custom_provider_map = [
         *lm.custom_provider_map,

@@ -1,0 +1,342 @@
+"""The live model source: every request to a provider, through litellm.
+
+What depends on the model comes from litellm's model map, never from a
+list of our own: its window, which parameters it takes (``stop`` is sent
+only where litellm says the model supports it; a model litellm does not
+know gets no optional parameter from polyrlm), its prices, the credential
+it needs. Root replies are streamed and cut client-side right after their
+first complete code block (:func:`polyrlm.parsing.code_end`): the stream is
+closed there, so what the model would write after the block is neither read
+nor counted, whether or not the model honours stop sequences.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from polyrlm.errors import ModelCallFailed
+
+__all__ = [
+    "PLACEHOLDER_API_KEY",
+    "PRICE_LIST_ENV",
+    "LiteLLM",
+    "Reply",
+    "litellm_module",
+    "message_text",
+    "use_local_price_list",
+]
+
+#: litellm fetches its price list over the network at import unless this
+#: environment variable is set; polyrlm sets it to ``True`` (use the price
+#: list that ships with litellm) unless the user set it. ``False`` refreshes
+#: the prices from the network at import.
+PRICE_LIST_ENV = "LITELLM_LOCAL_MODEL_COST_MAP"
+
+#: Sent as the key to a server of your own (``api_base`` given, no key set):
+#: OpenAI-compatible local servers need none, but the client insists on one.
+PLACEHOLDER_API_KEY = "no-key-needed"
+
+Messages = list[dict[str, Any]]
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """A chat message's text, whether its content is a string or a list of
+    parts (as when parts carry cache marks)."""
+    content = message.get("content") or ""
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return str(content)
+
+
+def use_local_price_list() -> None:
+    """Point litellm at its bundled price list (before litellm is imported)
+    unless the user chose otherwise: no network fetch, no retries, no warnings."""
+    os.environ.setdefault(PRICE_LIST_ENV, "True")
+
+
+def litellm_module() -> Any:
+    """Import litellm on first use: it takes seconds, and the CLI's
+    `backends` listing or a replay should not pay for it."""
+    use_local_price_list()
+    import litellm
+
+    litellm.suppress_debug_info = True  # no "Provider List" banners on stdout
+    return litellm
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One answered request."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    #: Prompt tokens the provider served from its prompt cache.
+    cached_tokens: int
+    #: None when litellm has no price for the model.
+    cost_usd: float | None
+    #: The stream was closed at the end of the reply's first code block.
+    cut: bool = False
+    #: Native tool calls: ``{"id", "name", "arguments"}`` (arguments as JSON text).
+    tool_calls: tuple[dict[str, str], ...] = ()
+
+
+def _credential_names(missing: list[str]) -> list[str]:
+    # validate_environment also lists optional settings (OLLAMA_API_BASE): keep secrets only.
+    return [n for n in missing if any(w in n for w in ("KEY", "TOKEN", "SECRET"))]
+
+
+class LiteLLM:
+    """Requests through ``litellm.acompletion``; one per broker."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.lm = litellm_module()
+        self.timeout_s = timeout_s
+        lm = self.lm
+        #: Errors worth another attempt: rate limits, 5xx, timeouts, broken connections.
+        self.retryable: tuple[type[BaseException], ...] = (
+            lm.RateLimitError,
+            lm.InternalServerError,
+            lm.ServiceUnavailableError,
+            lm.BadGatewayError,
+            lm.Timeout,
+            lm.APIConnectionError,
+        )
+        self._windows: dict[str, int | None] = {}
+        self._params: dict[str, frozenset[str]] = {}
+        self._unpriced: set[str] = set()
+
+    # -- what the model map says ------------------------------------------
+
+    def window(self, model: str) -> int | None:
+        """Input tokens ``model`` accepts, from litellm's map (None: unknown)."""
+        if model not in self._windows:
+            try:
+                info = self.lm.get_model_info(model)
+                self._windows[model] = info.get("max_input_tokens") or info.get("max_tokens")
+            except Exception:  # unmapped model: no guard rather than a crash
+                self._windows[model] = None
+        return self._windows[model]
+
+    def takes(self, model: str, param: str, *, mapped: bool = True) -> bool:
+        """Whether ``model`` takes the OpenAI parameter ``param``, by litellm.
+        With ``mapped`` (a parameter about the model, like ``stop``) the model
+        must be in litellm's map too: unknown models take nothing polyrlm would
+        add. Without it (the provider's wire protocol, like ``stream_options``)
+        the provider's list is enough."""
+        if model not in self._params:
+            try:
+                supported = self.lm.get_supported_openai_params(model=model)
+            except Exception:
+                supported = None
+            self._params[model] = frozenset(supported or ())
+        return param in self._params[model] and (not mapped or self.window(model) is not None)
+
+    def _info(self, model: str, flag: str) -> bool:
+        try:
+            return bool(self.lm.get_model_info(model).get(flag))
+        except Exception:  # unmapped model
+            return False
+
+    def calls_functions(self, model: str) -> bool:
+        """litellm's map says the model takes native tool (function) calls."""
+        return self._info(model, "supports_function_calling")
+
+    def caches_prompts(self, model: str) -> bool:
+        """Whether prompts to ``model`` get cache marks: litellm's map says its
+        provider caches prompt prefixes, and it is a Claude model (Anthropic,
+        Bedrock, Vertex), whose cache reads only marked prefixes. OpenAI and
+        the like cache on their own; their cached tokens are counted all the
+        same."""
+        return "claude" in model.lower() and self._info(model, "supports_prompt_caching")
+
+    def _in_process(self, model: str) -> bool:
+        """A litellm custom provider (an engine in this process): litellm
+        itself handles its stream options."""
+        provider = model.split("/", 1)[0]
+        return any(p.get("provider") == provider for p in self.lm.custom_provider_map)
+
+    def count(self, model: str, messages: Messages | None = None, text: str = "") -> int:
+        """Tokens of ``messages`` or ``text`` by the model's tokenizer (litellm's)."""
+        if messages is not None:
+            return int(self.lm.token_counter(model=model, messages=messages))
+        return int(self.lm.token_counter(model=model, text=text)) if text else 0
+
+    def options(self, model: str, options: Mapping[str, Any], stop: list[str]) -> dict[str, Any]:
+        """``options`` for ``model``: the user's as given (litellm refuses what
+        the model rejects, at once and by name), ``stop`` added only where the
+        model takes it, and a credential checked before anything is sent."""
+        opts = dict(options)
+        if stop and "stop" not in opts and self.takes(model, "stop"):
+            opts["stop"] = stop
+        if "api_key" not in opts and "mock_response" not in opts:  # (litellm's test double)
+            missing = self._missing_credentials(model, opts)
+            if missing and opts.get("api_base"):
+                opts["api_key"] = PLACEHOLDER_API_KEY  # a server of your own
+            elif missing:
+                raise ModelCallFailed(
+                    f"{model} needs {' or '.join(missing)}: set it in the environment, or pass "
+                    "api_key=... (--api-key); nothing was sent"
+                )
+        return opts
+
+    def _missing_credentials(self, model: str, opts: Mapping[str, Any]) -> list[str]:
+        try:
+            found = self.lm.validate_environment(model=model, api_base=opts.get("api_base"))
+        except Exception:  # a provider litellm cannot check: let the request tell
+            return []
+        return _credential_names(list(found.get("missing_keys") or []))
+
+    def explain(self, model: str, exc: BaseException) -> str:
+        """A failed request's error for the user; an authentication error says
+        which variable holds the key."""
+        text = f"{model}: {type(exc).__name__}: {exc}"
+        if isinstance(exc, self.lm.AuthenticationError):
+            provider = model.split("/", 1)[0].upper() if "/" in model else "the provider's"
+            text += f" (check {provider}_API_KEY, or pass api_key=... / --api-key)"
+        return text
+
+    # -- requests -----------------------------------------------------------
+
+    async def complete(
+        self,
+        model: str,
+        messages: Messages,
+        options: Mapping[str, Any],
+        cut: Callable[[str], int | None] | None = None,
+    ) -> Reply:
+        """One request; with ``cut``, the reply is streamed and the stream
+        closed at the index ``cut`` returns for the text so far."""
+        if cut is not None:
+            return await self._streamed(model, messages, options, cut)
+        response = await self.lm.acompletion(
+            model=model,
+            messages=messages,
+            timeout=self.timeout_s,
+            max_retries=0,  # retries are ours, not the SDK's
+            **options,
+        )
+        choices = getattr(response, "choices", None) or []
+        if not choices:
+            raise ModelCallFailed(f"{model}: the provider's reply has no choices")
+        message = choices[0].message
+        text = str(message.content or "")
+        calls = tuple(
+            {
+                "id": str(call.id or f"call_{n}"),
+                "name": str(call.function.name or ""),
+                "arguments": str(call.function.arguments or ""),
+            }
+            for n, call in enumerate(getattr(message, "tool_calls", None) or [], 1)
+        )
+        pt, ct, cached = _usage(getattr(response, "usage", None))
+        cost = self._response_cost(model, response)
+        return Reply(text, pt, ct, cached, cost, tool_calls=calls)
+
+    async def _streamed(
+        self,
+        model: str,
+        messages: Messages,
+        options: Mapping[str, Any],
+        cut: Callable[[str], int | None],
+    ) -> Reply:
+        extra: dict[str, Any] = {"stream": True}
+        if self.takes(model, "stream_options", mapped=False) or self._in_process(model):
+            extra["stream_options"] = {"include_usage": True}
+        stream = await self.lm.acompletion(
+            model=model,
+            messages=messages,
+            timeout=self.timeout_s,
+            max_retries=0,
+            **extra,
+            **options,
+        )
+        text, usage, at = "", None, None
+        calls: dict[int, dict[str, str]] = {}
+        try:
+            async for chunk in stream:
+                usage = getattr(chunk, "usage", None) or usage
+                for choice in getattr(chunk, "choices", None) or []:
+                    piece = getattr(choice.delta, "content", None) or ""
+                    text += piece
+                    _add_tool_deltas(calls, getattr(choice.delta, "tool_calls", None))
+                    if "`" in piece or "~" in piece:  # a fence may have closed
+                        at = cut(text)
+                if at is not None:
+                    break
+        finally:
+            await stream.aclose()  # at the cut: nothing more is generated or read
+        if at is not None:
+            text = text[:at]
+            pt, ct, cached = self.count(model, messages), max(1, self.count(model, text=text)), 0
+        else:
+            pt, ct, cached = _usage(usage)
+            if not pt and not ct:  # a provider that sends no usage: count ourselves
+                pt, ct = self.count(model, messages), self.count(model, text=text)
+        cost = self._token_cost(model, pt, ct, cached)
+        tools = () if at is not None else tuple(calls[i] for i in sorted(calls))
+        return Reply(text, pt, ct, cached, cost, at is not None, tools)
+
+    # -- prices --------------------------------------------------------------
+
+    def _response_cost(self, model: str, response: Any) -> float | None:
+        """The cost litellm already computed for this response (its own cost
+        map); computing it again would double litellm's per-call CPU."""
+        hidden = getattr(response, "_hidden_params", None) or {}
+        cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
+        if cost is not None:
+            return float(cost)
+        if model in self._unpriced:
+            return None
+        try:
+            return float(self.lm.completion_cost(completion_response=response))
+        except Exception:  # unmapped model: cost unknown, not a crash
+            self._unpriced.add(model)
+            return None
+
+    def _token_cost(self, model: str, pt: int, ct: int, cached: int) -> float | None:
+        if model in self._unpriced or self.window(model) is None:
+            return None
+        try:
+            prompt, completion = self.lm.cost_per_token(
+                model=model,
+                prompt_tokens=pt,
+                completion_tokens=ct,
+                cache_read_input_tokens=cached,
+            )
+            return float(prompt) + float(completion)
+        except Exception:
+            self._unpriced.add(model)
+            return None
+
+
+def _usage(usage: Any) -> tuple[int, int, int]:
+    """(prompt, completion, cached prompt) tokens of a litellm usage block."""
+    if usage is None:
+        return 0, 0, 0
+    pt = int(getattr(usage, "prompt_tokens", 0) or 0)
+    ct = int(getattr(usage, "completion_tokens", 0) or 0)
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = int(getattr(details, "cached_tokens", 0) or 0) if details is not None else 0
+    return pt, ct, cached
+
+
+def _add_tool_deltas(calls: dict[int, dict[str, str]], deltas: Any) -> None:
+    """Fold streamed tool-call pieces (OpenAI's delta format, which litellm
+    gives for every provider) into whole calls, by index."""
+    for n, delta in enumerate(deltas or []):
+        index = getattr(delta, "index", None)
+        call = calls.setdefault(n if index is None else int(index), {})
+        call.setdefault("id", "")
+        call.setdefault("name", "")
+        call.setdefault("arguments", "")
+        if getattr(delta, "id", None):
+            call["id"] = str(delta.id)
+        function = getattr(delta, "function", None)
+        if function is not None:
+            name = str(getattr(function, "name", None) or "")
+            call["name"] = call["name"] or name
+            call["arguments"] += str(getattr(function, "arguments", None) or "")
