@@ -73,13 +73,19 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
         if not future.done():
             future.set_result(value) if ok else future.set_exception(value)
 
+    def deliver(ok: bool, value: Any) -> None:
+        # A block abandoned at its timeout may finish after the run's loop
+        # has ended: nobody waits for its result any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, ok, value)
+
     def work() -> None:
         try:
             value = ctx.run(fn, *args)
         except BaseException as exc:
-            loop.call_soon_threadsafe(settle, False, exc)
+            deliver(False, exc)
         else:
-            loop.call_soon_threadsafe(settle, True, value)
+            deliver(True, value)
 
     threading.Thread(target=work, daemon=True, name="polyrlm-exec").start()
     return await future

@@ -1,4 +1,7 @@
-"""A fake OpenAI-compatible chat-completions server on loopback, for tests and benchmarks.
+"""A fake OpenAI chat-completions and Anthropic Messages server on loopback, for tests.
+
+It speaks both wire formats (non-streaming and really streamed SSE, tool calls, usage with
+simulated prompt caching), so tests can drive litellm's real provider code end to end.
 
 In-process (``FakeOpenAIServer``: a thread with its own event loop) or as a separate process
 (``python -m polyrlm.testing.fake_server`` / ``FakeServerProcess``) so it does not share a GIL.
@@ -17,38 +20,46 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import IO, Any
 
 from aiohttp import web
 
-Responder = Callable[[dict[str, Any]], str]
+from polyrlm.testing.fake_anthropic import AnthropicWire
+from polyrlm.testing.fake_openai import OpenAIWire
+from polyrlm.testing.fake_wire import (
+    OPENAI_CACHE_MIN_TOKENS,
+    STREAM_CHUNK_CHARS,
+    FakeReply,
+    FakeToolCall,
+    Outcome,
+    Responder,
+    ServedCall,
+    SseStream,
+    Wire,
+    apply_stop,
+    as_reply,
+    completion_tokens,
+    echo_responder,
+    prompt_tokens,
+)
+
+__all__ = [
+    "OPENAI_CACHE_MIN_TOKENS",
+    "STREAM_CHUNK_CHARS",
+    "FakeOpenAIServer",
+    "FakeReply",
+    "FakeServerProcess",
+    "FakeToolCall",
+    "Responder",
+    "ServedCall",
+    "echo_responder",
+    "main",
+]
 
 _MODEL = {"id": "fake", "object": "model", "created": 0, "owned_by": "polyrlm"}
 _MODEL_LIST = json.dumps({"object": "list", "data": [_MODEL]})
-_ERROR_TYPES = {401: "authentication_error", 429: "rate_limit_error"}
 _CLI_MODULE = "polyrlm.testing.fake_server"  # not __name__: that is "__main__" under -m
-
-
-def _content_text(content: Any) -> str:  # a string, or the text parts of a list of parts
-    if isinstance(content, str):
-        return content
-    parts = content if isinstance(content, list) else []
-    return " ".join(str(p.get("text", "")) for p in parts if isinstance(p, dict) and "text" in p)
-
-
-def echo_responder(body: dict[str, Any]) -> str:
-    """Default responder: ``"echo: "`` + the content of the last message."""
-    messages = body.get("messages") or [{}]
-    return "echo: " + _content_text(messages[-1].get("content"))
-
-
-def _apply_stop(reply: str, stop: Any) -> str:
-    # OpenAI cuts at the earliest occurrence of any stop string and drops the stop string itself.
-    stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
-    hits = [i for i in (reply.find(s) for s in stops if isinstance(s, str) and s) if i >= 0]
-    return reply[: min(hits)] if hits else reply
 
 
 def _halt(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
@@ -57,20 +68,25 @@ def _halt(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
     loop.close()
 
 
-@dataclass(frozen=True)
-class ServedCall:
-    """One request the server answered, for tests to inspect."""
-
-    model: str
-    messages: list[dict[str, Any]]
-    reply: str
-    prompt_tokens: int
-    completion_tokens: int
-    status: int
-
-
 class FakeOpenAIServer:
-    """Fake chat-completions endpoint; ``latency_s`` and ``responder`` may change live."""
+    """Fake OpenAI chat-completions and Anthropic Messages endpoints on loopback.
+
+    ``responder`` (a function of the request body returning a ``str`` or a ``FakeReply``; it
+    sees OpenAI-style ``messages`` for both APIs), ``latency_s`` (before each answer) and
+    ``stream_delay_s`` (before each streamed event that carries content) may change live. The
+    first ``fail_first`` requests fail with ``fail_status``, in the error shape of the API asked.
+    Every request is recorded in ``calls``. Tokens are counted by hand-checkable rules: words
+    of each message + 3; the reply's words + per tool call 1 + the words of its JSON arguments
+    (at least 1).
+
+    OpenAI: give litellm ``api_base=server.base_url`` (``.../v1``; it posts to
+    ``/v1/chat/completions``). Anthropic: give litellm ``api_base=server.anthropic_base_url``
+    (the bare ``http://host:port``): litellm's ``anthropic/`` provider appends ``/v1/messages``
+    to any ``api_base`` whose path does not already end with it (``ensure_api_route`` in
+    ``litellm.main``; not if ``LITELLM_ANTHROPIC_DISABLE_URL_SUFFIX`` is set), so
+    ``server.base_url`` ends up at ``/v1/v1/messages``, which is served too, as are
+    ``/v1/messages`` and ``/messages``.
+    """
 
     def __init__(
         self,
@@ -79,6 +95,7 @@ class FakeOpenAIServer:
         latency_s: float = 0.0,
         fail_first: int = 0,
         fail_status: int = 429,
+        stream_delay_s: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -86,10 +103,13 @@ class FakeOpenAIServer:
         self.latency_s = latency_s
         self.fail_first = fail_first
         self.fail_status = fail_status
+        self.stream_delay_s = stream_delay_s
         self.host = host
         self._want_port, self._port = port, port  # _port becomes the real one once listening
         self._failures_sent = 0
         self._ids = itertools.count(1)
+        self._tool_ids = itertools.count(1)
+        self._openai, self._anthropic = OpenAIWire(), AnthropicWire()
         self._calls: list[ServedCall] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -98,18 +118,39 @@ class FakeOpenAIServer:
 
     @property
     def base_url(self) -> str:
+        """The OpenAI base URL (ends with ``/v1``)."""
         return f"http://{self.host}:{self._port}/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """The ``api_base`` for litellm's ``anthropic/`` models (it appends ``/v1/messages``)."""
+        return f"http://{self.host}:{self._port}"
 
     @property
     def calls(self) -> list[ServedCall]:
         with self._lock:
             return list(self._calls)
 
+    def wait_for_calls(self, count: int, timeout_s: float = 5.0) -> list[ServedCall]:
+        """The calls once at least ``count`` are recorded (a stream is recorded at its end).
+
+        It blocks: from inside an event loop that has just closed a stream, poll ``calls`` with
+        ``await asyncio.sleep`` instead, as the client's socket only closes once the loop runs.
+        """
+        deadline = time.monotonic() + timeout_s
+        while len(calls := self.calls) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(calls)} calls recorded, not {count}, in {timeout_s} s")
+            time.sleep(0.005)
+        return calls
+
     async def _open(self) -> web.AppRunner:
         app = web.Application(client_max_size=64 * 1024 * 1024)  # LLM prompts can be large
         for prefix in ("/v1", ""):
             app.router.add_post(prefix + "/chat/completions", self._chat)
+            app.router.add_post(prefix + "/messages", self._messages)
             app.router.add_get(prefix + "/models", self._models)
+        app.router.add_post("/v1/v1/messages", self._messages)  # litellm given base_url
         # Short shutdown grace: tests stop the server often and must not wait on idle keep-alives.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -155,59 +196,86 @@ class FakeOpenAIServer:
         with self._lock:
             self._calls.append(call)
 
-    def _error(self, status: int, message: str, model: str, messages: list[Any]) -> web.Response:
-        self._record(ServedCall(model, messages, "", 0, 0, status))
-        default = "server_error" if status >= 500 else "invalid_request_error"
-        kind = _ERROR_TYPES.get(status, default)
-        body = {"error": {"message": message, "type": kind, "code": str(status)}}
-        return web.Response(status=status, text=json.dumps(body), content_type="application/json")
-
     async def _models(self, request: web.Request) -> web.Response:
         return web.Response(text=_MODEL_LIST, content_type="application/json")
 
-    async def _chat(self, request: web.Request) -> web.Response:
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, self._openai)
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, self._anthropic)
+
+    async def _serve(self, request: web.Request, wire: Wire) -> web.StreamResponse:
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        seen = ServedCall("", [], "", 0, 0, 0, path=request.path, headers=headers)
+
+        def error(status: int, message: str, call: ServedCall) -> web.Response:
+            self._record(replace(call, status=status))
+            return wire.error(status, message)
+
         try:
             body = json.loads(await request.read())
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
-            return self._error(400, f"malformed JSON body: {exc}", "", [])
-        messages = body.get("messages") if isinstance(body, dict) else None
-        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-            return self._error(400, "body must be an object with a 'messages' list", "", [])
-        model = str(body.get("model", "fake"))
+            return error(400, f"malformed JSON body: {exc}", seen)
+        seen = replace(seen, body=body)
+        if problem := wire.invalid(body):
+            return error(400, problem, seen)
+        view = wire.view(body)
+        messages: list[dict[str, Any]] = view["messages"]
+        seen = replace(seen, model=str(body.get("model", "fake")), messages=messages)
         await asyncio.sleep(self.latency_s)  # non-blocking so concurrent requests overlap
         with self._lock:  # count under the lock: fail exactly fail_first times, even if concurrent
             fail = self._failures_sent < self.fail_first
             self._failures_sent += fail
         if fail:
-            return self._error(self.fail_status, "fake failure (fail_first)", model, messages)
+            return error(self.fail_status, "fake failure (fail_first)", seen)
         try:
-            reply = _apply_stop(self.responder(body), body.get("stop"))
+            reply = as_reply(self.responder(view))
+            text, stopped = apply_stop(reply.text, wire.stops(body))
+            tools = () if stopped is not None else reply.tool_calls  # generation ended there
+            completion = completion_tokens(text, tools)  # also checks the arguments are JSON
         except Exception as exc:
-            return self._error(500, f"responder failed: {exc!r}", model, messages)
+            return error(500, f"responder failed: {exc!r}", seen)
+        tools = tuple(
+            t if t.id else replace(t, id=f"{wire.tool_id_prefix}{next(self._tool_ids)}")
+            for t in tools
+        )
+        cached, created = wire.account(seen.model, body, messages)
         # Hand-checkable counts: words of every message + 3 per message; words of the reply.
-        prompt = sum(len(_content_text(m.get("content")).split()) + 3 for m in messages)
-        completion = max(1, len(reply.split()))
-        self._record(ServedCall(model, messages, reply, prompt, completion, 200))
-        usage = {"prompt_tokens": prompt, "completion_tokens": completion}
-        usage["total_tokens"] = prompt + completion
-        head = {"id": f"chatcmpl-fake-{next(self._ids)}", "created": int(time.time())}
-        head["model"] = model
-        if body.get("stream"):
-            return _sse_response(head, reply, usage)
-        message = {"role": "assistant", "content": reply}
-        choice = {"index": 0, "message": message, "finish_reason": "stop"}
-        payload = {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
-        return web.Response(text=json.dumps(payload), content_type="application/json")
+        call = replace(
+            seen,
+            reply=text,
+            prompt_tokens=prompt_tokens(messages),
+            completion_tokens=completion,
+            status=200,
+            tool_calls=tools,
+            cached_tokens=cached,
+            cache_creation_tokens=created,
+        )
+        outcome = Outcome(call, f"{wire.id_prefix}{next(self._ids)}", int(time.time()), stopped)
+        if not body.get("stream"):
+            self._record(call)
+            return web.json_response(wire.payload(outcome))
+        stream = SseStream(request, self.stream_delay_s)
+        index: int | None = None
 
+        def settle(complete: bool) -> None:  # one record per stream, updated if it breaks off
+            nonlocal index
+            sent = stream.sent + complete  # complete: counted before the last write
+            done = replace(call, chunks_sent=sent, disconnected=not complete)
+            with self._lock:
+                if index is None:
+                    index = len(self._calls)
+                    self._calls.append(done)
+                else:
+                    self._calls[index] = done
 
-def _sse_response(head: dict[str, Any], reply: str, usage: dict[str, int]) -> web.Response:
-    # The whole stream is small, so one buffered body is valid SSE and cheaper than chunked writes.
-    head = {**head, "object": "chat.completion.chunk"}
-    content = {"index": 0, "delta": {"role": "assistant", "content": reply}, "finish_reason": None}
-    final = {"index": 0, "delta": {}, "finish_reason": "stop"}
-    events = [{**head, "choices": [content]}, {**head, "choices": [final], "usage": usage}]
-    text = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
-    return web.Response(text=text, content_type="text/event-stream")
+        try:
+            await stream.run(wire.events(outcome), on_last=lambda: settle(True))
+        finally:  # also when cancelled: the record says how far it got
+            if not stream.finished:
+                settle(False)
+        return stream.response
 
 
 async def _serve_forever(server: FakeOpenAIServer) -> None:
@@ -227,8 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
+    parser.add_argument("--stream-delay", type=float, default=0.0, help="seconds between events")
     args = parser.parse_args(argv)
-    server = FakeOpenAIServer(latency_s=args.latency, host=args.host, port=args.port)
+    server = FakeOpenAIServer(
+        latency_s=args.latency, stream_delay_s=args.stream_delay, host=args.host, port=args.port
+    )
     asyncio.run(_serve_forever(server))
     return 0
 

@@ -1,4 +1,7 @@
-"""Tests of the fake OpenAI-compatible server (raw HTTP, through litellm, and as a subprocess)."""
+"""Tests of the fake OpenAI-compatible server (raw HTTP, through litellm, and as a subprocess).
+
+The Anthropic format, tool calls, streaming and caching are in test_fake_wire*.py.
+"""
 
 from __future__ import annotations
 
@@ -85,7 +88,21 @@ def test_echo_reply_and_hand_computed_token_counts(server: FakeOpenAIServer) -> 
     ]
     # prompt: 3 + 4 words + 3 per message * 2 = 13; reply "echo: say hello to me" = 5 words.
     assert data["usage"] == {"prompt_tokens": 13, "completion_tokens": 5, "total_tokens": 18}
-    assert server.calls == [ServedCall("my-model", messages, "echo: say  hello\nto me", 13, 5, 200)]
+    body = {"model": "my-model", "messages": messages}
+    assert server.calls == [
+        ServedCall(
+            "my-model",
+            messages,
+            "echo: say  hello\nto me",
+            13,
+            5,
+            200,
+            path="/v1/chat/completions",
+            body=body,
+            headers=server.calls[0].headers,
+        )
+    ]
+    assert server.calls[0].headers["content-type"] == "application/json"
 
 
 def test_content_parts_and_empty_reply_counts() -> None:
@@ -196,17 +213,24 @@ def test_malformed_json_is_400(server: FakeOpenAIServer) -> None:
 
 
 def test_streaming_sse(server: FakeOpenAIServer) -> None:
-    resp = post(server, chat("stream me", stream=True))
+    usage_options = {"stream_options": {"include_usage": True}}
+    resp = post(server, chat("stream me", stream=True, **usage_options))
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("text/event-stream")
     events = [line for line in resp.text.split("\n\n") if line]
     assert events[-1] == "data: [DONE]"
     chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1])
     assert text == "echo: stream me"
-    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    # OpenAI's include_usage: a last chunk without choices carries the usage.
+    assert chunks[-1]["choices"] == []
     assert chunks[-1]["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    assert server.calls[-1].chunks_sent == len(events)
+    assert not server.calls[-1].disconnected
+    without = post(server, chat("stream me", stream=True)).text.split("\n\n")
+    assert all('"usage"' not in e for e in without)  # no usage unless asked for
 
 
 @pytest.mark.usefixtures("litellm_loop")
