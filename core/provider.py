@@ -4,14 +4,17 @@ What depends on the model comes from litellm's model map, never from a
 list of our own: its window, which parameters it takes (``stop`` is sent
 only where litellm says the model supports it; a model litellm does not
 know gets no optional parameter from polyrlm), its prices, the credential
-it needs. Root replies are streamed and cut client-side right after their
-first complete code block (:func:`polyrlm.parsing.code_end`): the stream is
-closed there, so what the model would write after the block is neither read
-nor counted, whether or not the model honours stop sequences.
+it needs. Root replies end right after their first complete code block
+(:func:`polyrlm.parsing.code_end`), for every model: one that takes a stop
+sequence stops there itself (and its text is cut here all the same); one
+that takes none (the GPT-5 family, unknown models) is streamed and the
+stream closed at the block. What lies past the block is neither read nor
+counted as generated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 from collections.abc import Callable, Mapping
@@ -156,19 +159,16 @@ class LiteLLM:
                 self._windows[model] = None
         return self._windows[model]
 
-    def takes(self, model: str, param: str, *, mapped: bool = True) -> bool:
-        """Whether ``model`` takes the OpenAI parameter ``param``, by litellm.
-        With ``mapped`` (a parameter about the model, like ``stop``) the model
-        must be in litellm's map too: unknown models take nothing polyrlm would
-        add. Without it (the provider's wire protocol, like ``stream_options``)
-        the provider's list is enough."""
+    def takes(self, model: str, param: str) -> bool:
+        """Whether ``model`` is in litellm's map and takes the OpenAI parameter
+        ``param`` there; unknown models take nothing polyrlm would add."""
         if model not in self._params:
             try:
                 supported = self.lm.get_supported_openai_params(model=model)
             except Exception:
                 supported = None
             self._params[model] = frozenset(supported or ())
-        return param in self._params[model] and (not mapped or self.window(model) is not None)
+        return param in self._params[model] and self.window(model) is not None
 
     def _info(self, model: str, flag: str) -> bool:
         try:
@@ -187,12 +187,6 @@ class LiteLLM:
         the like cache on their own; their cached tokens are counted all the
         same."""
         return "claude" in model.lower() and self._info(model, "supports_prompt_caching")
-
-    def _in_process(self, model: str) -> bool:
-        """A litellm custom provider (an engine in this process): litellm
-        itself handles its stream options."""
-        provider = model.split("/", 1)[0]
-        return any(p.get("provider") == provider for p in self.lm.custom_provider_map)
 
     def count(self, model: str, messages: Messages | None = None, text: str = "") -> int:
         """Tokens of ``messages`` or ``text`` by the model's tokenizer (litellm's)."""
@@ -243,9 +237,13 @@ class LiteLLM:
         options: Mapping[str, Any],
         cut: Callable[[str], int | None] | None = None,
     ) -> Reply:
-        """One request; with ``cut``, the reply is streamed and the stream
-        closed at the index ``cut`` returns for the text so far."""
-        if cut is not None:
+        """One request. With ``cut`` the reply ends at the index ``cut``
+        returns: where the request carries no stop sequence (the model takes
+        none) it is streamed and the stream closed there; where it does, the
+        model itself stops at the block, and the text is still cut here in
+        case it did not (a stop is never the only guard). Either way what lies
+        past the cut is not counted as generated."""
+        if cut is not None and not options.get("stop"):
             return await self._streamed(model, messages, options, cut)
         response = await self.lm.acompletion(
             model=model,
@@ -269,6 +267,10 @@ class LiteLLM:
         )
         pt, ct, cached = _usage(getattr(response, "usage", None))
         cost = self._response_cost(model, response)
+        at = cut(text) if cut is not None else None
+        if at is not None and at < len(text):  # the model went on past its block
+            text, ct = text[:at], max(1, self.count(model, text=text[:at]))
+            return Reply(text, pt, ct, cached, self._token_cost(model, pt, ct, cached), True)
         return Reply(text, pt, ct, cached, cost, tool_calls=calls)
 
     async def _streamed(
@@ -278,9 +280,9 @@ class LiteLLM:
         options: Mapping[str, Any],
         cut: Callable[[str], int | None],
     ) -> Reply:
-        extra: dict[str, Any] = {"stream": True}
-        if self.takes(model, "stream_options", mapped=False) or self._in_process(model):
-            extra["stream_options"] = {"include_usage": True}
+        # The usage (cached tokens too) in the stream's last chunk: OpenAI's way,
+        # which litellm also honours for the providers it streams itself.
+        extra: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
         stream = await self.lm.acompletion(
             model=model,
             messages=messages,
@@ -303,7 +305,7 @@ class LiteLLM:
                 if at is not None:
                     break
         finally:
-            await stream.aclose()  # at the cut: nothing more is generated or read
+            await _close_stream(stream)  # at the cut: nothing more is generated or read
         if at is not None:
             text = text[:at]
             pt, ct, cached = self.count(model, messages), max(1, self.count(model, text=text)), 0
@@ -375,3 +377,18 @@ def _add_tool_deltas(calls: dict[int, dict[str, str]], deltas: Any) -> None:
             name = str(getattr(function, "name", None) or "")
             call["name"] = call["name"] or name
             call["arguments"] += str(getattr(function, "arguments", None) or "")
+
+
+async def _close_stream(stream: Any) -> None:
+    """Close a litellm stream and the HTTP response under it. litellm's
+    Anthropic stream (1.110) keeps that response in its iterator and never
+    closes it, so its connection would stay open after the stream's own
+    ``aclose``; best effort, by attribute, for any provider that does so."""
+    inner = getattr(stream, "completion_stream", None)
+    responses = [getattr(inner, name, None) for name in ("_response", "response")]
+    await stream.aclose()
+    for response in responses:
+        close = getattr(response, "aclose", None)
+        if callable(close):
+            with contextlib.suppress(Exception):
+                await close()

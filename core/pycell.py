@@ -40,6 +40,11 @@ __all__ = [
 
 #: The module name this file's source gets inside a kernel or a sandbox.
 PYCELL_MODULE = "_polyrlm_pycell"
+
+#: One cell compiles at a time per process: CPython 3.11's AST builder keeps
+#: its recursion count per interpreter, so two threads building ASTs at once
+#: can fail with "AST constructor recursion depth mismatch".
+_AST_LOCK = threading.Lock()
 #: The names every Python backend gives the model (left out of its variables).
 PROVIDED = (
     "answer",
@@ -134,13 +139,14 @@ def compile_cell(code: str, name: str) -> tuple[types.CodeType, types.CodeType |
     (to be shown like a REPL shows it). The source goes into ``linecache``
     under ``name`` so tracebacks quote it; the caller removes it."""
     linecache.cache[name] = (len(code), None, code.splitlines(True), name)
-    tree = ast.parse(code, name)
-    last = None
-    tail = tree.body[-1] if tree.body else None
-    if isinstance(tail, ast.Expr):
-        tree.body.pop()
-        last = compile(ast.Expression(tail.value), name, "eval")
-    return compile(tree, name, "exec"), last
+    with _AST_LOCK:
+        tree = ast.parse(code, name)
+        last = None
+        tail = tree.body[-1] if tree.body else None
+        if isinstance(tail, ast.Expr):
+            tree.body.pop()
+            last = compile(ast.Expression(tail.value), name, "eval")
+        return compile(tree, name, "exec"), last
 
 
 def format_error(exc: BaseException, hide: Callable[[str], bool]) -> str:
@@ -150,7 +156,16 @@ def format_error(exc: BaseException, hide: Callable[[str], bool]) -> str:
     if isinstance(exc, SyntaxError):
         return "".join(traceback.format_exception_only(exc)).rstrip()
     frames = traceback.extract_tb(exc.__traceback__)[1:]
-    shown = traceback.StackSummary.from_list([f for f in frames if not hide(f.filename)])
+    # Without column spans: CPython 3.11 parses each quoted line with ast to
+    # place its ^^^ carets, and its AST builder is not safe against another
+    # thread building an AST at the same time ("AST constructor recursion
+    # depth mismatch").
+    kept = [
+        traceback.FrameSummary(f.filename, f.lineno, f.name, line=f.line)
+        for f in frames
+        if not hide(f.filename)
+    ]
+    shown = traceback.StackSummary.from_list(kept)
     head = ["Traceback (most recent call last):\n"] if shown else []
     return "".join([*head, *shown.format(), *traceback.format_exception_only(exc)]).rstrip()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,3 +78,68 @@ def test_the_readme_python_example_runs_as_written(
         (call,) = server.calls
     assert capsys.readouterr().out.splitlines()[0] == "3 answered"
     assert call.model == "gpt-5-mini" and "stop" not in call.body
+
+
+def _run(model: str, server: FakeOpenAIServer, **options: object) -> Any:
+    base = server.anthropic_base_url if model.startswith("anthropic/") else server.base_url
+    return RLM(model, model, api_base=base, api_key="sk-test", **options).completion("q", "ctx")
+
+
+FINISH = "```python\nFINAL(len(context))\n```"
+
+
+def test_parameters_follow_litellm_s_map() -> None:
+    with FakeOpenAIServer(lambda body: FINISH) as server:
+        assert _run("openai/o3", server, max_tokens=300).answer == 3
+        assert _run("openai/gpt-5-mini", server, reasoning_effort="low").answer == 3
+        o3, gpt5 = (call.body for call in server.calls)
+    # litellm renames max_tokens for reasoning models; o3 takes stop, GPT-5 does not
+    assert o3["max_completion_tokens"] == 300 and "max_tokens" not in o3 and o3["stop"]
+    assert gpt5["reasoning_effort"] == "low" and "stop" not in gpt5
+
+
+def test_a_parameter_the_model_rejects_fails_at_once_by_name() -> None:
+    with FakeOpenAIServer(lambda body: FINISH) as server:
+        started = time.perf_counter()
+        result = _run("openai/gpt-5-mini", server, temperature=0.2)
+        assert server.calls == []  # refused before sending
+    assert time.perf_counter() - started < 2 and result.stop_reason == StopReason.ERROR
+    assert "temperature" in (result.error or "")
+
+
+def test_a_wrong_key_is_not_retried_and_says_which_variable() -> None:
+    with FakeOpenAIServer(lambda body: FINISH, fail_first=10, fail_status=401) as server:
+        started = time.perf_counter()
+        result = _run("openai/gpt-4o", server)
+        assert len(server.calls) == 1
+    assert time.perf_counter() - started < 2 and "OPENAI_API_KEY" in (result.error or "")
+
+
+def test_xml_tool_calls_in_prose_run_and_the_model_is_told() -> None:
+    xml = (
+        'I will count.\n<function_calls><invoke name="run_code">'
+        '<parameter name="code">n = len(context)\nprint(n)</parameter></invoke></function_calls>'
+    )
+    root = ScriptedModel([xml, "```python\nFINAL(n)\n```"])
+    result = RLM(root.model).completion("q", "abcd")
+    assert result.answer == 4
+    observation = root.calls[1][-1]["content"]
+    assert "XML-style tool call" in observation and "4" in observation
+
+
+def test_cached_prompt_tokens_are_counted_for_anthropic_and_openai() -> None:
+    turns = ["```python\nx = len(context)\n```", FINISH]
+
+    def reply(body: dict[str, Any]) -> str:
+        return turns[sum(m["role"] == "assistant" for m in body["messages"])]
+
+    for model in ("anthropic/claude-haiku-4-5", "openai/gpt-4o"):
+        with FakeOpenAIServer(reply) as server:
+            result = _run(model, server, code_channel="fences")
+            served = server.calls
+        assert result.answer == 3
+        if model.startswith("anthropic/"):  # the system prompt and newest message carry marks
+            system = served[0].body["system"]
+            assert system[-1]["cache_control"] == {"type": "ephemeral"}
+        cached = sum(call.cached_tokens for call in served)
+        assert cached > 0 and result.usage.total.cached_prompt_tokens == cached
