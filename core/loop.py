@@ -99,6 +99,8 @@ class _Session:
     run_id: str
     depth: int
     execs: int = 0
+    #: The native run_code tool, when this root is offered it.
+    tools: list[dict[str, Any]] | None = None
 
 
 class Tree:
@@ -194,7 +196,7 @@ class Tree:
     async def _turns(self, s: _Session, question: str) -> tuple[Outcome, int]:
         budget = self.settings.budget
         guide = await in_thread(s.env.prompt_guide)
-        tools = self._tools(s)
+        tools = s.tools = self._tools(s)
         system = system_prompt(
             guide,
             describe_context(s.context),
@@ -212,7 +214,7 @@ class Tree:
             if last:  # out of turns: ask once for the answer
                 messages[-1]["content"] += "\n\n" + FALLBACK_PROMPT
             self.emit(TurnStarted(run_id=s.run_id, depth=s.depth, iteration=iteration))
-            reply = await self._root_call(s, messages, tools)
+            reply = await self._root_call(s, messages)
             messages.append(assistant_message(reply))
             observation, result, tool_results = await self._run_reply(s, reply, iteration)
             if result is not None:
@@ -225,13 +227,11 @@ class Tree:
         partial = await self._partial(s)
         return Outcome(partial, StopReason.MAX_ITERATIONS), budget.max_iterations + 1
 
-    async def _root_call(
-        self, s: _Session, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
-    ) -> Reply:
+    async def _root_call(self, s: _Session, messages: list[dict[str, Any]]) -> Reply:
         model, at_code_end = self._model(s), self.settings.stop_at_code_end
         options = dict(self.settings.root_options)
-        if tools:
-            options.setdefault("tools", tools)
+        if s.tools:
+            options.setdefault("tools", s.tools)
         self.ledger.iterations += 1
         try:
             return await self.broker.turn(
@@ -241,8 +241,9 @@ class Tree:
                 depth=s.depth,
                 run_id=s.run_id,
                 options=options,
-                # Streamed and cut after the first code block, for every model;
-                # the stop sequence only saves generation where a model takes it.
+                # The reply ends after its first code block, for every model: by
+                # the stop sequence where the model takes one, else the stream is
+                # closed there (polyrlm.provider).
                 cut=code_end if at_code_end else None,
                 stop=[CODE_END_STOP] if at_code_end else (),
             )
@@ -306,7 +307,7 @@ class Tree:
             xml = xml_call_code(reply.text)
             runnable = [CodeBlock(env.fence_tags[0], code, True) for code in xml]
             if runnable:
-                or_tool = f" or call the {RUN_CODE_TOOL} tool" if self._tools(s) else ""
+                or_tool = f" or call the {RUN_CODE_TOOL} tool" if s.tools else ""
                 notes.append(XML_CALL_NOTE.format(tag=env.fence_tags[0], or_tool=or_tool))
         if not runnable:
             tag = env.fence_tags[0]

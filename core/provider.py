@@ -14,8 +14,6 @@ counted as generated.
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,7 +26,6 @@ __all__ = [
     "PRICE_LIST_ENV",
     "LiteLLM",
     "Reply",
-    "close_loop_clients",
     "litellm_module",
     "message_text",
     "use_local_price_list",
@@ -52,7 +49,7 @@ def message_text(message: Mapping[str, Any]) -> str:
     parts (as when parts carry cache marks)."""
     content = message.get("content") or ""
     if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
     return str(content)
 
 
@@ -72,39 +69,6 @@ def litellm_module() -> Any:
     return litellm
 
 
-async def close_loop_clients() -> None:
-    """Close the HTTP clients litellm cached for the running event loop.
-
-    litellm keys its async clients by event loop; :meth:`RLM.completion`
-    runs each call on a loop of its own, and once that loop ends its clients
-    can never serve again, yet they stay cached with their sockets open.
-    Best effort: a litellm whose cache looks different is left alone.
-    """
-    lm = litellm_module()
-    try:
-        from litellm.caching.evicted_client_closer import running_loop_token
-
-        cache = lm.in_memory_llm_clients_cache
-        suffix = f"-{running_loop_token()}"
-        keys = [k for k in list(cache.cache_dict) if isinstance(k, str) and k.endswith(suffix)]
-    except Exception:
-        return
-    for key in keys:
-        handler = cache.cache_dict.pop(key, None)
-        getattr(cache, "ttl_dict", {}).pop(key, None)
-        client = getattr(handler, "client", handler)
-        # The transport first: litellm's aiohttp transport for httpx keeps its
-        # own session, which closing the httpx client alone leaves open.
-        for owner in (getattr(client, "_transport", None), client):
-            close = getattr(owner, "aclose", None) or getattr(owner, "close", None)
-            try:
-                result: Any = close() if callable(close) else None
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:  # closing is a courtesy; never fail a finished run on it
-                continue
-
-
 @dataclass(frozen=True)
 class Reply:
     """One answered request."""
@@ -116,8 +80,6 @@ class Reply:
     cached_tokens: int
     #: None when litellm has no price for the model.
     cost_usd: float | None
-    #: The stream was closed at the end of the reply's first code block.
-    cut: bool = False
     #: Native tool calls: ``{"id", "name", "arguments"}`` (arguments as JSON text).
     tool_calls: tuple[dict[str, str], ...] = ()
 
@@ -270,7 +232,7 @@ class LiteLLM:
         at = cut(text) if cut is not None else None
         if at is not None and at < len(text):  # the model went on past its block
             text, ct = text[:at], max(1, self.count(model, text=text[:at]))
-            return Reply(text, pt, ct, cached, self._token_cost(model, pt, ct, cached), True)
+            return Reply(text, pt, ct, cached, self._token_cost(model, pt, ct, cached))
         return Reply(text, pt, ct, cached, cost, tool_calls=calls)
 
     async def _streamed(
@@ -300,12 +262,12 @@ class LiteLLM:
                     piece = getattr(choice.delta, "content", None) or ""
                     text += piece
                     _add_tool_deltas(calls, getattr(choice.delta, "tool_calls", None))
-                    if "`" in piece or "~" in piece:  # a fence may have closed
+                    if "\n" in piece or "\r" in piece:  # a line ended: a fence may have closed
                         at = cut(text)
                 if at is not None:
                     break
         finally:
-            await _close_stream(stream)  # at the cut: nothing more is generated or read
+            await stream.aclose()  # at the cut: nothing more is generated or read
         if at is not None:
             text = text[:at]
             pt, ct, cached = self.count(model, messages), max(1, self.count(model, text=text)), 0
@@ -315,7 +277,7 @@ class LiteLLM:
                 pt, ct = self.count(model, messages), self.count(model, text=text)
         cost = self._token_cost(model, pt, ct, cached)
         tools = () if at is not None else tuple(calls[i] for i in sorted(calls))
-        return Reply(text, pt, ct, cached, cost, at is not None, tools)
+        return Reply(text, pt, ct, cached, cost, tools)
 
     # -- prices --------------------------------------------------------------
 
@@ -377,18 +339,3 @@ def _add_tool_deltas(calls: dict[int, dict[str, str]], deltas: Any) -> None:
             name = str(getattr(function, "name", None) or "")
             call["name"] = call["name"] or name
             call["arguments"] += str(getattr(function, "arguments", None) or "")
-
-
-async def _close_stream(stream: Any) -> None:
-    """Close a litellm stream and the HTTP response under it. litellm's
-    Anthropic stream (1.110) keeps that response in its iterator and never
-    closes it, so its connection would stay open after the stream's own
-    ``aclose``; best effort, by attribute, for any provider that does so."""
-    inner = getattr(stream, "completion_stream", None)
-    responses = [getattr(inner, name, None) for name in ("_response", "response")]
-    await stream.aclose()
-    for response in responses:
-        close = getattr(response, "aclose", None)
-        if callable(close):
-            with contextlib.suppress(Exception):
-                await close()

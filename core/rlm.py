@@ -17,7 +17,6 @@ from polyrlm.errors import ConfigError
 from polyrlm.events import Event
 from polyrlm.ledger import Ledger
 from polyrlm.loop import Tree
-from polyrlm.provider import close_loop_clients
 from polyrlm.records import Budget
 from polyrlm.registry import get_registry, plugin_manager
 from polyrlm.replay_book import ReplayBook, load_events
@@ -131,13 +130,13 @@ class RLM:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self._on_own_loop(question, context))
+            return asyncio.run(self.acompletion(question, context))
         # Called from inside an event loop (a notebook): run on a loop of its own.
         box: dict[str, Any] = {}
 
         def target() -> None:
             try:
-                box["result"] = asyncio.run(self._on_own_loop(question, context))
+                box["result"] = asyncio.run(self.acompletion(question, context))
             except BaseException as exc:
                 box["error"] = exc
 
@@ -148,12 +147,6 @@ class RLM:
             raise box["error"]
         result: Result = box["result"]
         return result
-
-    async def _on_own_loop(self, question: str, context: Any) -> Result:
-        try:
-            return await self.acompletion(question, context)
-        finally:  # this loop ends here: so do the HTTP clients made for it
-            await close_loop_clients()
 
     async def acompletion(self, question: str, context: Any = None) -> Result:
         """The same as :meth:`completion`, as a coroutine."""

@@ -14,7 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from polyrlm.provider import litellm_module
+from polyrlm.provider import litellm_module, message_text
 
 __all__ = ["PROVIDER", "STREAM_CHUNK_CHARS", "ScriptedModel", "word_tokens"]
 
@@ -33,13 +33,6 @@ _lock = threading.Lock()
 def word_tokens(text: str) -> int:
     """The scripted model's (and the fake server's) token count: words."""
     return len(text.split())
-
-
-def _content(message: dict[str, Any]) -> str:
-    content = message.get("content") or ""
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return str(content)
 
 
 def _cut_at_stop(text: str, stop: Any) -> str:
@@ -111,7 +104,7 @@ class ScriptedModel:
             raise
         except Exception as exc:  # a script's own error is the request's fault: no retry
             raise lm.BadRequestError(f"{type(exc).__name__}: {exc}", self.model, PROVIDER) from exc
-        prompt = sum(word_tokens(_content(m)) + 3 for m in messages)
+        prompt = sum(word_tokens(message_text(m)) + 3 for m in messages)
         return text, prompt, max(1, word_tokens(text))
 
     async def respond_stream(

@@ -15,7 +15,7 @@ from polyrlm.events import ModelCalled
 from polyrlm.provider import litellm_module
 from polyrlm.records import Role
 from polyrlm.testing.fake_server import FakeOpenAIServer
-from polyrlm.testing.scripted import ScriptedModel
+from polyrlm.testing.scripted import STREAM_CHUNK_CHARS, ScriptedModel
 
 BLOCK = "```python\nx = 41 + 1\nprint(x)\n```"
 #: What a model invents after its block: the block's output and an answer on top.
@@ -33,6 +33,18 @@ def test_a_reply_going_on_after_its_block_is_cut_where_the_model_has_no_stop() -
     kept = litellm_module().token_counter(model=root.model, text=BLOCK)
     assert first.completion_tokens == kept  # the cut-off text is not counted as generated
     assert result.usage.by_role[Role.ROOT].completion_tokens < 60
+
+
+def test_the_cut_holds_when_the_fence_and_its_line_end_arrive_apart() -> None:
+    block = "```python\nFINAL(1)\n```"
+    prose = "x" * (-(len(block) + 1) % STREAM_CHUNK_CHARS) + "\n"  # the fence ends a piece
+    root = ScriptedModel([prose + block + "\nIt printed 1, so FINAL is 1. " + "More. " * 200])
+    result = RLM(root.model).completion("q", "c")
+    assert result.answer == 1
+    taken, pieces = root.streams[0]
+    assert taken < pieces / 10
+    first = next(e for e in result.trajectory if isinstance(e, ModelCalled))
+    assert first.response == prose + block
 
 
 def test_a_missing_key_fails_at_once_and_names_the_variable(
