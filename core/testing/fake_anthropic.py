@@ -9,6 +9,7 @@ litellm translates from OpenAI's format reads (and counts) the same as it would 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -136,6 +137,9 @@ class AnthropicWire:
     def stops(self, body: dict[str, Any]) -> Any:
         return body.get("stop_sequences")
 
+    def limit(self, body: dict[str, Any]) -> int | None:
+        return int(body["max_tokens"])  # required, checked by invalid()
+
     def account(self, model: str, body: dict[str, Any], messages: list[Any]) -> tuple[int, int]:
         units, ends = _units(body)
         marks = [i for i, (_, marked) in enumerate(units) if marked]
@@ -149,10 +153,19 @@ class AnthropicWire:
             self._cache.put(keys[i], tokens[i])
         return read, max(0, tokens[marks[-1]] - read)
 
-    def error(self, status: int, message: str) -> web.Response:
+    def error(
+        self, status: int, message: str, headers: Mapping[str, str] | None = None
+    ) -> web.Response:
         kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
         body = {"type": "error", "error": {"type": kind, "message": message}}
-        return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+        text = json.dumps(body)
+        return web.Response(
+            status=status, text=text, content_type="application/json", headers=headers
+        )
+
+    def too_long(self, prompt: int, window: int) -> web.Response:
+        """Anthropic's 400 for a prompt beyond the context window, as it words it."""
+        return self.error(400, f"prompt is too long: {prompt} tokens > {window} maximum")
 
     @staticmethod
     def _usage(outcome: Outcome) -> dict[str, int]:
@@ -162,18 +175,20 @@ class AnthropicWire:
             "input_tokens": fresh,
             "cache_creation_input_tokens": call.cache_creation_tokens,
             "cache_read_input_tokens": call.cached_tokens,
-            "output_tokens": call.completion_tokens,
+            "output_tokens": outcome.reported_completion_tokens,
         }
 
     @staticmethod
     def _stop_reason(outcome: Outcome) -> str:
+        if outcome.call.truncated:
+            return "max_tokens"
         if outcome.stop_sequence is not None:
             return "stop_sequence"
         return "tool_use" if outcome.call.tool_calls else "end_turn"
 
     @staticmethod
     def _message(outcome: Outcome, content: list[Any], usage: dict[str, int]) -> dict[str, Any]:
-        return {
+        message = {
             "id": outcome.id,
             "type": "message",
             "role": "assistant",
@@ -183,11 +198,19 @@ class AnthropicWire:
             "stop_sequence": None,
             "usage": usage,
         }
+        if not outcome.usage:
+            del message["usage"]
+        return message
+
+    @staticmethod
+    def _text_block(outcome: Outcome) -> bool:
+        """A text block is sent if there is text, or nothing else (but never when empty)."""
+        return not outcome.empty and (bool(outcome.call.reply) or not outcome.call.tool_calls)
 
     def payload(self, outcome: Outcome) -> dict[str, Any]:
         call = outcome.call
         content: list[dict[str, Any]] = []
-        if call.reply or not call.tool_calls:
+        if self._text_block(outcome):
             content.append({"type": "text", "text": call.reply})
         for tool in call.tool_calls:
             content.append({"type": "tool_use", "id": tool.id, "name": tool.name})
@@ -209,7 +232,7 @@ class AnthropicWire:
         emit("message_start", message=self._message(outcome, [], start_usage))
         emit("ping")
         index = 0
-        if call.reply or not call.tool_calls:
+        if self._text_block(outcome):
             emit("content_block_start", index=index, content_block={"type": "text", "text": ""})
             for piece in pieces(call.reply):
                 delta = {"type": "text_delta", "text": piece}
@@ -225,7 +248,8 @@ class AnthropicWire:
             emit("content_block_stop", index=index)
             index += 1
         stop = {"stop_reason": self._stop_reason(outcome), "stop_sequence": outcome.stop_sequence}
-        emit("message_delta", delta=stop, usage={"output_tokens": call.completion_tokens})
+        usage = {"output_tokens": outcome.reported_completion_tokens}
+        emit("message_delta", delta=stop, **({"usage": usage} if outcome.usage else {}))
         emit("message_stop")
         return events
 

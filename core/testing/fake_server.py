@@ -5,6 +5,10 @@ simulated prompt caching), so tests can drive litellm's real provider code end t
 
 In-process (``FakeOpenAIServer``: a thread with its own event loop) or as a separate process
 (``python -m polyrlm.testing.fake_server`` / ``FakeServerProcess``) so it does not share a GIL.
+The command's flags mirror the server's options: ``--latency S``, ``--stream-delay S``,
+``--window-tokens N``, ``--usage-factor F``, ``--extra-usage-tokens N`` and ``--fault SPEC``
+(repeatable, served in order, one per request; SPEC is ``MODE[:STATUS][:KEY=VALUE]...`` as
+``Fault.parse`` reads it, e.g. ``--fault status:429:retry-after=5 --fault hang``).
 """
 
 from __future__ import annotations
@@ -13,20 +17,28 @@ import argparse
 import asyncio
 import itertools
 import json
-import select
+import math
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import IO, Any
+from typing import Any
 
 from aiohttp import web
 
 from polyrlm.testing.fake_anthropic import AnthropicWire
+from polyrlm.testing.fake_faults import (
+    EARLY_MODES,
+    FAULT_MODES,
+    LATE_MODES,
+    Fault,
+    serve_early,
+    serve_late,
+)
 from polyrlm.testing.fake_openai import OpenAIWire
+from polyrlm.testing.fake_process import FakeServerProcess
 from polyrlm.testing.fake_wire import (
     OPENAI_CACHE_MIN_TOKENS,
     STREAM_CHUNK_CHARS,
@@ -35,31 +47,38 @@ from polyrlm.testing.fake_wire import (
     Outcome,
     Responder,
     ServedCall,
-    SseStream,
     Wire,
     apply_stop,
     as_reply,
     completion_tokens,
     echo_responder,
     prompt_tokens,
+    stream_out,
+    truncate,
 )
 
 __all__ = [
+    "FAULT_MODES",
     "OPENAI_CACHE_MIN_TOKENS",
     "STREAM_CHUNK_CHARS",
     "FakeOpenAIServer",
     "FakeReply",
     "FakeServerProcess",
     "FakeToolCall",
+    "Fault",
+    "FaultPicker",
     "Responder",
     "ServedCall",
     "echo_responder",
     "main",
 ]
 
+#: A function of the request (as the responder sees it) returning the fault to serve, if any;
+#: asked when ``faults`` is empty.
+FaultPicker = Callable[[dict[str, Any]], Fault | None]
+
 _MODEL = {"id": "fake", "object": "model", "created": 0, "owned_by": "polyrlm"}
 _MODEL_LIST = json.dumps({"object": "list", "data": [_MODEL]})
-_CLI_MODULE = "polyrlm.testing.fake_server"  # not __name__: that is "__main__" under -m
 
 
 def _halt(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
@@ -78,6 +97,15 @@ class FakeOpenAIServer:
     Every request is recorded in ``calls``. Tokens are counted by hand-checkable rules: words
     of each message + 3; the reply's words + per tool call 1 + the words of its JSON arguments
     (at least 1).
+
+    A request's ``max_tokens`` (OpenAI: also ``max_completion_tokens``, the smaller wins) cuts
+    the reply to that many tokens by the same rule (``finish_reason: "length"``, Anthropic's
+    ``stop_reason: "max_tokens"``). A prompt of more than ``window_tokens`` tokens gets the
+    API's own 400 for a context window exceeded. ``faults`` (a list of ``Fault``, consumed from
+    the front, one per request after ``fail_first``) and then ``fault_for`` (a ``FaultPicker``)
+    choose faults to serve; see ``fake_faults``. A provider that over-reports: the usage block
+    claims ``ceil(completion * usage_factor) + extra_usage_tokens`` completion tokens. All of
+    these may change live; a request rejected as invalid or too long consumes no fault.
 
     OpenAI: give litellm ``api_base=server.base_url`` (``.../v1``; it posts to
     ``/v1/chat/completions``). Anthropic: give litellm ``api_base=server.anthropic_base_url``
@@ -98,8 +126,19 @@ class FakeOpenAIServer:
         stream_delay_s: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
+        faults: Sequence[Fault] = (),
+        fault_for: FaultPicker | None = None,
+        window_tokens: int | None = None,
+        usage_factor: float = 1.0,
+        extra_usage_tokens: int = 0,
     ) -> None:
         self.responder = responder
+        self.faults = list(faults)
+        self.fault_for = fault_for
+        self.window_tokens = window_tokens
+        self.usage_factor = usage_factor
+        self.extra_usage_tokens = extra_usage_tokens
+        self._stopping = threading.Event()  # held requests let go once it is set
         self.latency_s = latency_s
         self.fail_first = fail_first
         self.fail_status = fail_status
@@ -145,6 +184,7 @@ class FakeOpenAIServer:
         return calls
 
     async def _open(self) -> web.AppRunner:
+        self._stopping.clear()
         app = web.Application(client_max_size=64 * 1024 * 1024)  # LLM prompts can be large
         for prefix in ("/v1", ""):
             app.router.add_post(prefix + "/chat/completions", self._chat)
@@ -183,6 +223,7 @@ class FakeOpenAIServer:
             self._loop, self._thread, self._runner = None, None, None
         if loop is None or thread is None or runner is None:
             return
+        self._stopping.set()
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result()
         _halt(loop, thread)
 
@@ -195,6 +236,29 @@ class FakeOpenAIServer:
     def _record(self, call: ServedCall) -> None:
         with self._lock:
             self._calls.append(call)
+
+    def _tracker(self) -> Callable[[ServedCall], None]:
+        """Records a call the first time, then updates that record (a stream or a held
+        request is recorded when it starts or ends and updated with how far it got)."""
+        index: int | None = None
+
+        def track(call: ServedCall) -> None:
+            nonlocal index
+            with self._lock:
+                if index is None:
+                    index = len(self._calls)
+                    self._calls.append(call)
+                else:
+                    self._calls[index] = call
+
+        return track
+
+    def _pick(self, view: dict[str, Any]) -> Fault | None:
+        with self._lock:
+            if self.faults:
+                return self.faults.pop(0)
+        picker = self.fault_for
+        return None if picker is None else picker(view)
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.Response(text=_MODEL_LIST, content_type="application/json")
@@ -223,6 +287,10 @@ class FakeOpenAIServer:
         view = wire.view(body)
         messages: list[dict[str, Any]] = view["messages"]
         seen = replace(seen, model=str(body.get("model", "fake")), messages=messages)
+        window, prompt = self.window_tokens, prompt_tokens(messages)
+        if window is not None and prompt > window:
+            self._record(replace(seen, status=400, prompt_tokens=prompt))
+            return wire.too_long(prompt, window)
         await asyncio.sleep(self.latency_s)  # non-blocking so concurrent requests overlap
         with self._lock:  # count under the lock: fail exactly fail_first times, even if concurrent
             fail = self._failures_sent < self.fail_first
@@ -230,12 +298,29 @@ class FakeOpenAIServer:
         if fail:
             return error(self.fail_status, "fake failure (fail_first)", seen)
         try:
+            fault = self._pick(view)
+        except Exception as exc:
+            return error(500, f"fault_for failed: {exc!r}", seen)
+        mode = None if fault is None else fault.mode
+        seen = replace(seen, fault=mode, prompt_tokens=prompt)
+        if fault is not None and mode in EARLY_MODES:
+            track = self._tracker()
+            return await serve_early(request, wire, fault, seen, track, self._stopping)
+        limit, truncated = wire.limit(body), False
+        try:
             reply = as_reply(self.responder(view))
             text, stopped = apply_stop(reply.text, wire.stops(body))
             tools = () if stopped is not None else reply.tool_calls  # generation ended there
+            if mode == "empty_choices":
+                text, tools, stopped = "", (), None
+            elif limit is not None:
+                text, tools, truncated = truncate(text, tools, limit)
+                stopped = None if truncated else stopped
             completion = completion_tokens(text, tools)  # also checks the arguments are JSON
         except Exception as exc:
             return error(500, f"responder failed: {exc!r}", seen)
+        completion = 0 if mode == "empty_choices" else completion
+        claimed = math.ceil(completion * self.usage_factor) + self.extra_usage_tokens
         tools = tuple(
             t if t.id else replace(t, id=f"{wire.tool_id_prefix}{next(self._tool_ids)}")
             for t in tools
@@ -245,37 +330,23 @@ class FakeOpenAIServer:
         call = replace(
             seen,
             reply=text,
-            prompt_tokens=prompt_tokens(messages),
             completion_tokens=completion,
             status=200,
             tool_calls=tools,
             cached_tokens=cached,
             cache_creation_tokens=created,
+            truncated=truncated,
+            overreported_tokens=0 if mode == "no_usage" else max(0, claimed - completion),
         )
         outcome = Outcome(call, f"{wire.id_prefix}{next(self._ids)}", int(time.time()), stopped)
+        track = self._tracker()
+        if fault is not None and mode in LATE_MODES:
+            delay_s, stopping = self.stream_delay_s, self._stopping
+            return await serve_late(request, wire, outcome, fault, track, stopping, delay_s)
         if not body.get("stream"):
-            self._record(call)
+            track(call)
             return web.json_response(wire.payload(outcome))
-        stream = SseStream(request, self.stream_delay_s)
-        index: int | None = None
-
-        def settle(complete: bool) -> None:  # one record per stream, updated if it breaks off
-            nonlocal index
-            sent = stream.sent + complete  # complete: counted before the last write
-            done = replace(call, chunks_sent=sent, disconnected=not complete)
-            with self._lock:
-                if index is None:
-                    index = len(self._calls)
-                    self._calls.append(done)
-                else:
-                    self._calls[index] = done
-
-        try:
-            await stream.run(wire.events(outcome), on_last=lambda: settle(True))
-        finally:  # also when cancelled: the record says how far it got
-            if not stream.finished:
-                settle(False)
-        return stream.response
+        return await stream_out(request, self.stream_delay_s, wire.events(outcome), call, track)
 
 
 async def _serve_forever(server: FakeOpenAIServer) -> None:
@@ -287,6 +358,7 @@ async def _serve_forever(server: FakeOpenAIServer) -> None:
         print(f"READY {server.base_url}", flush=True)
         await stop.wait()
     finally:
+        server._stopping.set()  # held requests let go: the cleanup need not wait for them
         await runner.cleanup()
 
 
@@ -296,70 +368,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
     parser.add_argument("--stream-delay", type=float, default=0.0, help="seconds between events")
+    parser.add_argument("--window-tokens", type=int, default=None, help="context window")
+    parser.add_argument("--usage-factor", type=float, default=1.0, help="over-report usage")
+    parser.add_argument("--extra-usage-tokens", type=int, default=0, help="over-report usage")
+    parser.add_argument(
+        "--fault",
+        type=Fault.parse,
+        action="append",
+        default=[],
+        help=f"MODE[:STATUS][:retry-after=S][:after=N][:message=M], repeatable; MODE in "
+        f"{', '.join(FAULT_MODES)}",
+    )
     args = parser.parse_args(argv)
     server = FakeOpenAIServer(
-        latency_s=args.latency, stream_delay_s=args.stream_delay, host=args.host, port=args.port
+        latency_s=args.latency,
+        stream_delay_s=args.stream_delay,
+        host=args.host,
+        port=args.port,
+        faults=args.fault,
+        window_tokens=args.window_tokens,
+        usage_factor=args.usage_factor,
+        extra_usage_tokens=args.extra_usage_tokens,
     )
     asyncio.run(_serve_forever(server))
     return 0
-
-
-class FakeServerProcess:
-    """Runs the CLI in a subprocess; ``base_url`` is valid inside the ``with`` block."""
-
-    def __init__(self, *, latency_s: float = 0.0) -> None:
-        self.latency_s = latency_s
-        self.base_url = ""
-        self.process: subprocess.Popen[str] | None = None
-        self.returncode: int | None = None
-        self._stderr: IO[bytes] | None = None
-
-    def __enter__(self) -> FakeServerProcess:
-        # stderr goes to a file: a pipe nobody drains could fill up and stall the server.
-        self._stderr = tempfile.TemporaryFile()
-        cmd = [sys.executable, "-m", _CLI_MODULE, "--latency", repr(self.latency_s)]
-        self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
-        try:
-            self.base_url = self._read_ready(self.process, timeout_s=30.0)
-        except BaseException:
-            self._shutdown()
-            raise
-        return self
-
-    def _read_ready(self, proc: subprocess.Popen[str], timeout_s: float) -> str:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            if not select.select([proc.stdout], [], [], left)[0]:
-                break
-            line = proc.stdout.readline()
-            if not line:  # EOF: the child died before becoming ready
-                raise RuntimeError(f"fake server exited early: {self._stderr_text()}")
-            if line.startswith("READY "):
-                return line.split(maxsplit=1)[1].strip()
-        raise TimeoutError(f"fake server not READY within {timeout_s:.0f} s: {self._stderr_text()}")
-
-    def _stderr_text(self) -> str:
-        assert self._stderr is not None
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")[-2000:]
-
-    def _shutdown(self) -> None:
-        proc, self.process = self.process, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            self.returncode = proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            self.returncode = proc.wait()
-        for stream in (proc.stdout, self._stderr):
-            if stream is not None:
-                stream.close()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._shutdown()
 
 
 if __name__ == "__main__":

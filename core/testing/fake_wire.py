@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -57,7 +57,11 @@ class ServedCall:
     the whole prompt, cached part included; ``cached_tokens`` the part read from the simulated
     prompt cache and ``cache_creation_tokens`` the part written to it (Anthropic only). For a
     stream, ``chunks_sent`` counts the SSE events written (the final ``[DONE]`` or
-    ``message_stop`` included) and ``disconnected`` says the client went away before the end.
+    ``message_stop`` included) and ``disconnected`` says the client went away before the end
+    (also of a ``hang`` or ``stall_stream`` fault). ``fault`` names the fault served (a
+    ``Fault.mode``; None: none); ``truncated`` says the request's ``max_tokens`` cut the reply;
+    ``overreported_tokens`` is how many completion tokens the usage block claimed beyond
+    ``completion_tokens`` (the server's ``usage_factor`` / ``extra_usage_tokens``).
     """
 
     model: str
@@ -74,6 +78,9 @@ class ServedCall:
     disconnected: bool = False
     cached_tokens: int = 0
     cache_creation_tokens: int = 0
+    fault: str | None = None
+    truncated: bool = False
+    overreported_tokens: int = 0
 
 
 #: One SSE event: its ``event:`` name (None: no such line), its ``data:``, and whether it is
@@ -90,6 +97,21 @@ class Outcome:
     created: int
     stop_sequence: str | None  # the stop string that cut the text, if any
 
+    @property
+    def usage(self) -> bool:
+        """Whether the reply carries a usage block (not under the ``no_usage`` fault)."""
+        return self.call.fault != "no_usage"
+
+    @property
+    def empty(self) -> bool:
+        """No choices (OpenAI) / no content blocks (Anthropic): the ``empty_choices`` fault."""
+        return self.call.fault == "empty_choices"
+
+    @property
+    def reported_completion_tokens(self) -> int:
+        """What the usage block says was generated (more than that if the server lies)."""
+        return self.call.completion_tokens + self.call.overreported_tokens
+
 
 class Wire(Protocol):
     """One API's request checks, responder view, cache accounting and response shapes."""
@@ -100,8 +122,12 @@ class Wire(Protocol):
     def invalid(self, body: Any) -> str | None: ...
     def view(self, body: dict[str, Any]) -> dict[str, Any]: ...
     def stops(self, body: dict[str, Any]) -> Any: ...
+    def limit(self, body: dict[str, Any]) -> int | None: ...  # max_tokens of a valid request
     def account(self, model: str, body: dict[str, Any], messages: list[Any]) -> tuple[int, int]: ...
-    def error(self, status: int, message: str) -> web.Response: ...
+    def error(
+        self, status: int, message: str, headers: Mapping[str, str] | None = None
+    ) -> web.Response: ...
+    def too_long(self, prompt: int, window: int) -> web.Response: ...
     def payload(self, outcome: Outcome) -> dict[str, Any]: ...
     def events(self, outcome: Outcome) -> list[Event]: ...
 
@@ -168,6 +194,24 @@ def completion_tokens(text: str, tool_calls: Sequence[FakeToolCall]) -> int:
     return max(1, _words(text) + calls)
 
 
+def truncate(
+    text: str, tools: Sequence[FakeToolCall], limit: int
+) -> tuple[str, tuple[FakeToolCall, ...], bool]:
+    """The reply cut to ``limit`` (>= 1) completion tokens by ``completion_tokens``'s rule, and
+    whether it was cut: the text to its first ``limit`` words, then whole tool calls while they
+    fit (generation ran out inside the first that does not, so it and the rest are dropped)."""
+    parts = text.split(maxsplit=limit)
+    if len(parts) > limit:  # parts[limit] is the untouched rest, from word limit + 1 on
+        return text[: len(text) - len(parts[limit])].rstrip(), (), True
+    left, kept = limit - len(parts), list[FakeToolCall]()
+    for call in tools:
+        left -= tool_call_tokens(call.name, json.dumps(call.arguments))
+        if left < 0:
+            return text, tuple(kept), True
+        kept.append(call)
+    return text, tuple(kept), False
+
+
 def pieces(text: str, size: int = STREAM_CHUNK_CHARS) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
@@ -214,20 +258,51 @@ class SseStream:
         self.sent = 0
         self.finished = False
 
+    async def send(self, event: Event) -> None:
+        """Write one event (after ``delay_s`` if it is paced); raises ConnectionError if the
+        client is gone."""
+        name, data, paced = event
+        if paced and self.delay_s > 0:
+            await asyncio.sleep(self.delay_s)
+        frame = (f"event: {name}\n" if name else "") + f"data: {data}\n\n"
+        await self.response.write(frame.encode())
+        self.sent += 1
+        await asyncio.sleep(0)  # let the loop flush it (and see a closed connection)
+
     async def run(self, events: Sequence[Event], on_last: Callable[[], None]) -> None:
         """Send every event; a client that disconnects ends the stream quietly."""
         try:
             await self.response.prepare(self.request)
-            for number, (event, data, paced) in enumerate(events, 1):
+            for number, (name, data, paced) in enumerate(events, 1):
                 if paced and self.delay_s > 0:
                     await asyncio.sleep(self.delay_s)
                 if number == len(events):
                     on_last()
-                frame = (f"event: {event}\n" if event else "") + f"data: {data}\n\n"
-                await self.response.write(frame.encode())
-                self.sent += 1
-                await asyncio.sleep(0)  # let the loop flush it (and see a closed connection)
+                await self.send((name, data, False))
             self.finished = True
             await self.response.write_eof()
         except ConnectionError:  # aiohttp's ClientConnectionResetError: the client is gone
             pass
+
+
+async def stream_out(
+    request: web.Request,
+    delay_s: float,
+    events: Sequence[Event],
+    call: ServedCall,
+    track: Callable[[ServedCall], None],
+) -> web.StreamResponse:
+    """Stream the events, recording the call through ``track`` once and again if it breaks
+    off (with how many events went out and whether the client left first)."""
+    stream = SseStream(request, delay_s)
+
+    def settle(complete: bool) -> None:
+        sent = stream.sent + complete  # complete: counted before the last write
+        track(replace(call, chunks_sent=sent, disconnected=not complete))
+
+    try:
+        await stream.run(events, on_last=lambda: settle(True))
+    finally:  # also when cancelled: the record says how far it got
+        if not stream.finished:
+            settle(False)
+    return stream.response

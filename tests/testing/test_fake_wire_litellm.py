@@ -43,13 +43,6 @@ TOOLS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def runner() -> Iterator[asyncio.Runner]:
-    # One loop for the module: litellm caches its async HTTP clients per event loop.
-    with asyncio.Runner() as loop_runner:
-        yield loop_runner
-
-
 @pytest.fixture
 def server() -> Iterator[FakeOpenAIServer]:
     with FakeOpenAIServer() as srv:
