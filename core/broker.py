@@ -1,7 +1,9 @@
 """The broker: every model call, root or sub, goes through here.
 
 One broker per recursion tree. It owns the concurrency limit, retries with
-backoff (tenacity) on rate limits, 5xx, timeouts and broken connections,
+backoff (:mod:`polyrlm.retries`: Retry-After honoured within the run's
+deadline) on rate limits, 5xx, timeouts and broken connections, the
+admission of each request under the budget (:mod:`polyrlm.admission`),
 the prompt-size guard, the optional response cache, usage and cost (through
 litellm's cost map), and reports every call to the ledger and as an event.
 """
@@ -12,34 +14,51 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
-
+from polyrlm.admission import Admission, Plan
 from polyrlm.cache import ResponseCache, request_digest
 from polyrlm.config import (
     CALL_TIMEOUT_S,
     DEFAULT_MAX_CONCURRENCY,
     RETRY_ATTEMPTS,
     RETRY_INITIAL_WAIT_S,
-    RETRY_MAX_WAIT_S,
 )
 from polyrlm.environment import SubCallFailure
 from polyrlm.errors import BudgetExhausted, ModelCallFailed, PromptTooLong, SubCallError
 from polyrlm.events import BatchStarted, Event, ModelCalled
-from polyrlm.ledger import Ledger
+from polyrlm.ledger import Hold, Ledger
 from polyrlm.provider import LiteLLM, Reply, message_text
 from polyrlm.records import Role
+from polyrlm.retries import backoff_s, retry_after_s, wait_problem
 
 __all__ = ["Broker", "RecordedCalls"]
 
 Messages = list[dict[str, Any]]
+
+#: Seconds past a request's own timeout (the one litellm is given) after
+#: which the broker gives up on it itself: a stream that stalls mid-reply.
+CALL_TIMEOUT_SLACK_S = 5.0
+
+
+#: In a recorded call's error: the provider refused the prompt as too long.
+TOO_LONG_ERROR = "ContextWindowExceededError"
+#: In a recorded call's error: the run's deadline ended it in flight.
+DEADLINE_ERROR = "the run's max_seconds ended while this call was in flight"
+
+
+class _NoReply(Exception):
+    """A request that did not answer within its timeout (retried)."""
+
+
+@dataclass
+class _Attempts:
+    """What the attempts of one call have done so far."""
+
+    attempts: int = 0
+    hold: Hold | None = None
+    latency_s: float = 0.0
 
 
 class RecordedCalls(Protocol):
@@ -89,12 +108,19 @@ class Broker:
         self._sem: asyncio.Semaphore | None = None
         #: The live model source (litellm), used when there is no record.
         self.provider = LiteLLM(call_timeout_s)
+        self.admission = Admission(ledger, self.provider)
 
     def window(self, model: str) -> int | None:
         """Input tokens ``model`` accepts, from the overrides or litellm's map."""
         if model not in self._windows:
             self._windows[model] = self.provider.window(model)
         return self._windows[model]
+
+    def windows_learned(self, model: str, tokens: int) -> None:
+        """The provider refused a prompt of more than ``tokens``: use that as
+        the model's window from now on (when none, or a larger one, was known)."""
+        known = self.window(model)
+        self._windows[model] = tokens if known is None else min(known, tokens)
 
     def _guard(self, model: str, messages: Messages) -> None:
         window = self.window(model)
@@ -185,46 +211,46 @@ class Broker:
             )
 
         if self.replay is not None:
-            return self._replayed(self.replay, role, depth, run_id, digest, shown, report)
+            plan = self.admission.plan(model, messages, opts)
+            return await self._replayed(
+                self.replay, model, role, depth, run_id, digest, shown, report, plan
+            )
         cached = self.cache.get(digest) if self.cache is not None else None
         if cached is not None:
             text, pt, ct, calls = cached
             tools = tuple(calls)
             self.ledger.check_depth(depth)
             self.ledger.record(role, depth, cost_usd=0.0, cached=True)
-            report(text, pt, ct, cost_usd=0.0, cached=True, tool_calls=list(tools) or None)
+            report(
+                text, pt, ct, cost_usd=0.0, cached=True, tool_calls=list(tools) or None, requests=0
+            )
             return Reply(text, pt, ct, 0, 0.0, tool_calls=tools)
 
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.max_concurrency)
-        started = time.perf_counter()
-        reserved = False
+        live = _Attempts()
         try:
-            sent = self.provider.options(model, opts, list(stop))
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.retry_attempts),
-                wait=wait_exponential(multiplier=self.retry_initial_wait_s, max=RETRY_MAX_WAIT_S)
-                + wait_random(0, self.retry_initial_wait_s),  # jitter spreads retry bursts
-                retry=retry_if_exception_type(self.provider.retryable),
-                reraise=True,
-            ):
-                with attempt:
-                    async with self._sem:  # held per attempt, released during backoff
-                        if not reserved:
-                            self.ledger.reserve_call(depth)
-                            reserved = True
-                            started = time.perf_counter()
-                        reply = await self.provider.complete(model, messages, sent, cut)
-        except (BudgetExhausted, SubCallError):
+            async with asyncio.timeout(self.ledger.seconds_left()) as scope:
+                reply = await self._send(model, messages, opts, list(stop), cut, depth, live)
+        except BaseException as exc:
+            if live.hold is not None:
+                self.ledger.release(live.hold)
+            deadline = isinstance(exc, TimeoutError) and scope.expired()
+            if not live.attempts and not isinstance(exc, ModelCallFailed):
+                if deadline:  # it waited for a slot or for room, and time ran out
+                    raise self.ledger.out_of_time() from None
+                raise  # refused or cancelled before anything was sent
+            error = self._failure_text(model, exc, deadline)
+            if live.attempts:
+                self.ledger.record(role, depth, failed=True, requests=live.attempts)
+            report(None, latency_s=live.latency_s, error=error, requests=live.attempts)
+            if deadline:
+                raise self.ledger.out_of_time() from None
+            if isinstance(exc, self.provider.too_long):
+                raise PromptTooLong(error) from exc  # the caller may shorten it
+            if isinstance(exc, Exception) and not isinstance(exc, (BudgetExhausted, SubCallError)):
+                raise ModelCallFailed(error) from exc
             raise
-        except Exception as exc:
-            error = exc.args[0] if isinstance(exc, ModelCallFailed) else None
-            error = error or self.provider.explain(model, exc)
-            if reserved:
-                self.ledger.record(role, depth, failed=True)
-            report(None, latency_s=time.perf_counter() - started, error=error)
-            raise ModelCallFailed(error) from exc
-        latency = time.perf_counter() - started
         pt, ct, cost = reply.prompt_tokens, reply.completion_tokens, reply.cost_usd
         hit = reply.cached_tokens
         self.ledger.record(
@@ -234,44 +260,122 @@ class Broker:
             completion_tokens=ct,
             cost_usd=cost,
             cached_prompt_tokens=hit,
+            requests=live.attempts,
+            hold=live.hold,
         )
         report(
             reply.text,
             pt,
             ct,
             cost_usd=cost,
-            latency_s=latency,
+            latency_s=live.latency_s,
             tool_calls=list(reply.tool_calls) or None,
             cached_prompt_tokens=hit,
+            requests=live.attempts,
         )
         if self.cache is not None:
             self.cache.put(digest, (reply.text, pt, ct, list(reply.tool_calls)))
         return reply
 
-    def _replayed(
+    def _failure_text(self, model: str, exc: BaseException, deadline: bool) -> str:
+        if deadline:
+            return f"{model}: {DEADLINE_ERROR}"
+        if isinstance(exc, asyncio.CancelledError):
+            return f"{model}: cancelled (the block or the run that made it ended)"
+        if isinstance(exc, (ModelCallFailed, BudgetExhausted)):
+            return str(exc)
+        return self.provider.explain(model, exc)
+
+    async def _send(
+        self,
+        model: str,
+        messages: Messages,
+        opts: dict[str, Any],
+        stop: list[str],
+        cut: Callable[[str], int | None] | None,
+        depth: int,
+        live: _Attempts,
+    ) -> Reply:
+        """Send with retries: each attempt gets a concurrency slot and is
+        admitted by the ledger (holding its worst case); backoff waits hold
+        neither. Raises the last attempt's error."""
+        assert self._sem is not None
+        sent = self.provider.options(model, opts, stop)
+        timeout = float(sent.pop("timeout", None) or self.call_timeout_s)
+        plan = self.admission.plan(model, messages, sent)
+        while True:
+            async with self._sem:
+                live.hold, request = await self.admission.admit(model, depth, plan, sent)
+                live.attempts += 1
+                started = time.perf_counter()
+                try:
+                    left = self.ledger.seconds_left()
+                    limit = timeout if left is None else min(timeout, left)
+                    async with asyncio.timeout(limit + CALL_TIMEOUT_SLACK_S):
+                        reply = await self.provider.complete(model, messages, request, cut, limit)
+                    live.latency_s = time.perf_counter() - started
+                    return reply
+                except TimeoutError as exc:
+                    if self.ledger.seconds_left() == 0:
+                        raise  # the deadline, not the provider: the caller says so
+                    failure: BaseException = _NoReply(f"{model}: no reply within {limit:g} s")
+                    failure.__cause__ = exc
+                except Exception as exc:
+                    if not self.provider.should_retry(exc):
+                        raise
+                    failure = exc
+                finally:
+                    live.latency_s = time.perf_counter() - started
+                self.ledger.release(live.hold)
+            if live.attempts >= self.retry_attempts:
+                raise failure
+            asked = retry_after_s(failure)
+            wait = (
+                asked if asked is not None else backoff_s(live.attempts, self.retry_initial_wait_s)
+            )
+            problem = wait_problem(wait, asked, self.ledger.seconds_left())
+            if problem is not None:
+                raise ModelCallFailed(f"{self.provider.explain(model, failure)}; {problem}")
+            await asyncio.sleep(wait)
+
+    async def _replayed(
         self,
         book: RecordedCalls,
+        model: str,
         role: Role,
         depth: int,
         run_id: str,
         digest: str,
         prompt: str,
         report: Callable[..., None],
+        plan: Plan | None,
     ) -> Reply:
-        """A call served from the record: the ledger counts it as the
-        original was counted, so budget stops happen at the same step."""
+        """A call served from the record: the ledger admits and counts it as
+        the original was, so budget stops happen at the same step."""
         ahead = book.peek(role=role, run_id=run_id, digest=digest)
+        hold = None
         if ahead is not None and ahead.cached:
             self.ledger.check_depth(depth)
         else:  # refused here (depth, budget) as the original was: before it was sent
-            self.ledger.reserve_call(depth)
-        recorded = book.serve(role=role, run_id=run_id, digest=digest, prompt=prompt)
+            hold, _ = await self.admission.admit(model, depth, plan, {})
+            self.ledger.requests += max(0, (ahead.requests if ahead else 1) - 1)  # its retries
+        requests = 0 if hold is None else (ahead.requests if ahead else 1)
+        try:
+            recorded = book.serve(role=role, run_id=run_id, digest=digest, prompt=prompt)
+        except ModelCallFailed as exc:  # nothing recorded for it: say so in this record
+            self.ledger.record(role, depth, failed=True, hold=hold)
+            report(None, error=str(exc), requests=0)
+            raise
         if recorded.cached:
-            self.ledger.record(role, depth, cost_usd=0.0, cached=True)
+            self.ledger.record(role, depth, cost_usd=0.0, cached=True, hold=hold)
         else:
             if recorded.error is not None:
-                self.ledger.record(role, depth, failed=True)
-                report(None, error=recorded.error)
+                self.ledger.record(role, depth, failed=True, requests=requests, hold=hold)
+                report(None, error=recorded.error, requests=requests)
+                if TOO_LONG_ERROR in recorded.error:
+                    raise PromptTooLong(recorded.error)
+                if DEADLINE_ERROR in recorded.error:
+                    raise self.ledger.out_of_time()
                 raise ModelCallFailed(recorded.error)
             pt, ct = recorded.prompt_tokens, recorded.completion_tokens
             self.ledger.record(
@@ -281,6 +385,8 @@ class Broker:
                 completion_tokens=ct,
                 cost_usd=recorded.cost_usd,
                 cached_prompt_tokens=recorded.cached_prompt_tokens,
+                requests=requests,
+                hold=hold,
             )
         text = recorded.response or ""
         report(
@@ -291,6 +397,7 @@ class Broker:
             cached=recorded.cached,
             tool_calls=recorded.tool_calls,
             cached_prompt_tokens=recorded.cached_prompt_tokens,
+            requests=requests,
         )
         return Reply(
             text,

@@ -8,18 +8,27 @@ import argparse
 import contextlib
 import json
 import os
+import signal
+import stat
 import sys
+import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from polyrlm.errors import PolyrlmError
+from pydantic import ValidationError
+
+from polyrlm.contexts import check_context, decode_text
+from polyrlm.errors import ConfigError, Interrupted, PolyrlmError
 from polyrlm.provider import use_local_price_list
 from polyrlm.records import Budget, StopReason
 from polyrlm.result import Result
 
-__all__ = ["main"]
+__all__ = ["BUDGET_FLAGS", "budget_from_flags", "main"]
+
+#: Exit status of a run ended by Ctrl-C or SIGTERM (128 + SIGINT, as shells do).
+EXIT_INTERRUPTED = 130
 
 #: Environment variables read for the default models.
 MODEL_ENV, SUB_MODEL_ENV = "POLYRLM_MODEL", "POLYRLM_SUB_MODEL"
@@ -39,6 +48,9 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--max-cost", type=float, default=None, help="US dollars")
     p.add_argument("--max-seconds", type=float, default=None)
     p.add_argument("--max-concurrency", type=int, default=None)
+    p.add_argument(
+        "--call-timeout", type=float, default=None, help="seconds per model request (retried)"
+    )
     p.add_argument("--api-base", default=None, help="an OpenAI-compatible server's base URL")
     p.add_argument(
         "--api-key", default=None, help="the provider's key (default: its usual variable)"
@@ -48,29 +60,125 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the whole result as JSON")
 
 
+#: The Budget field each budget flag sets (``polyrlm run``; ``bench`` uses some).
+BUDGET_FLAGS = {
+    "max_iterations": "--max-iterations",
+    "max_model_calls": "--max-calls",
+    "max_tokens": "--max-tokens",
+    "max_cost_usd": "--max-cost",
+    "max_seconds": "--max-seconds",
+    "max_depth": "--max-depth",
+}
+
+
+def budget_from_flags(values: Mapping[str, Any]) -> Budget:
+    """A :class:`Budget` from flag values by field (``None``: not given); a
+    value the Budget refuses is a :class:`ConfigError` naming its flag."""
+    given = {k: v for k, v in values.items() if v is not None}
+    try:
+        return Budget(**given)
+    except ValidationError as exc:  # the Budget's bounds are the one source of truth
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        flag = BUDGET_FLAGS.get(field, field)
+        message = str(first["msg"])
+        raise ConfigError(
+            f"bad {flag} {given.get(field)!r}: {message[:1].lower()}{message[1:]}"
+        ) from None
+
+
 def _budget(args: argparse.Namespace) -> Budget:
-    fields = {
-        "max_iterations": args.max_iterations,
-        "max_model_calls": args.max_calls,
-        "max_tokens": args.max_tokens,
-        "max_cost_usd": args.max_cost,
-        "max_seconds": args.max_seconds,
-        "max_depth": args.max_depth,
-    }
-    return Budget(**{k: v for k, v in fields.items() if v is not None})
+    return budget_from_flags(
+        {field: getattr(args, flag[2:].replace("-", "_")) for field, flag in BUDGET_FLAGS.items()}
+    )
+
+
+def _stdin_text() -> str:
+    """Standard input, read as bytes and decoded strictly (UTF-8)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # a text stream put in its place (tests, an embedding program)
+        return str(sys.stdin.read())
+    with contextlib.suppress(OSError, ValueError):
+        mode = os.fstat(stream.fileno()).st_mode
+        if (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) and not stream.isatty():
+            # /dev/zero and the like never end: refused before reading.
+            raise ConfigError(
+                "standard input is a device, not a pipe or a file: `--context -` reads it to "
+                "its end"
+            )
+    return decode_text(stream.read(), "on standard input")
 
 
 def _context(spec: str | None) -> Any:
+    """The context ``--context`` names, checked (:func:`check_context`):
+    ``-`` is standard input, anything else a path; none is no context."""
     if spec is None:
         return ""
     if spec == "-":
-        return sys.stdin.read()
+        text = _stdin_text()
+        if not text:  # given explicitly, so "" cannot mean "no context" here
+            raise ConfigError(
+                "the context on standard input is empty: pipe something in, or drop --context"
+            )
+        check_context(text)
+        return text
+    if not spec:
+        raise ConfigError("bad --context: an empty path (- reads standard input)")
     path = Path(spec).expanduser()
-    if not path.exists():
-        raise PolyrlmError(f"cannot read context {spec!r}: no such file or directory")
-    if path.is_file() and not os.access(path, os.R_OK):
-        raise PolyrlmError(f"cannot read context {spec!r}: permission denied")
+    check_context(path)
     return path
+
+
+def _writable(flag: str, value: str | None, *, directory: bool) -> Path | None:
+    """The path ``flag`` names for the run to write (``--log``: a file,
+    ``--cache``: a directory), refused now rather than after the run has cost
+    something."""
+    if value is None:
+        return None
+    if not value:
+        raise ConfigError(f"bad {flag}: an empty path")
+    path = Path(value).expanduser()
+    if path.exists():
+        if directory != path.is_dir():
+            what = "not a directory" if directory else "a directory (name the file to write)"
+            raise ConfigError(f"bad {flag} {value!r}: {what}")
+        target = path
+    else:
+        target = next(p for p in path.absolute().parents if p.exists())
+        if not target.is_dir():
+            raise ConfigError(f"bad {flag} {value!r}: {str(target)!r} is not a directory")
+    if not os.access(target, os.W_OK | (os.X_OK if target.is_dir() else 0)):
+        raise ConfigError(f"bad {flag} {value!r}: permission denied")
+    return path
+
+
+def _within(written: Path | None, read: str | None) -> bool:
+    """``written`` is the file ``read`` names, or lies in the directory it
+    names (where it would become part of what is read)."""
+    if written is None or read in (None, "", "-"):
+        return False
+    inside, source = written.resolve(), Path(read).expanduser().resolve()
+    return inside == source or source in inside.parents
+
+
+def _check_run_args(args: argparse.Namespace) -> None:
+    """Every bad value of ``polyrlm run``, before anything runs or is written."""
+    _budget(args)
+    if args.max_concurrency is not None and args.max_concurrency < 1:
+        raise ConfigError(f"bad --max-concurrency {args.max_concurrency}: must be at least 1")
+    if args.call_timeout is not None and not args.call_timeout > 0:
+        raise ConfigError(f"bad --call-timeout {args.call_timeout}: must be more than 0 seconds")
+    log = _writable("--log", args.log, directory=False)
+    _writable("--cache", args.cache, directory=True)
+    if _within(log, args.context):
+        raise ConfigError(f"bad --log {args.log!r}: it would overwrite or join the context")
+
+
+def _check_replay_args(args: argparse.Namespace) -> None:
+    """Every bad value of ``polyrlm replay``, before the record is read."""
+    log = _writable("--log", args.log, directory=False)
+    if _within(log, args.trajectory):
+        raise ConfigError(f"bad --log {args.log!r}: it is the record being replayed")
 
 
 def _summary(result: Result) -> str:
@@ -96,6 +204,7 @@ def _summary(result: Result) -> str:
 def _run(args: argparse.Namespace) -> int:
     from polyrlm.rlm import RLM
 
+    _check_run_args(args)
     if not args.model:
         raise PolyrlmError(f"no model: pass --model or set ${MODEL_ENV}")
     options: dict[str, Any] = {}
@@ -105,6 +214,8 @@ def _run(args: argparse.Namespace) -> int:
         options["api_key"] = args.api_key
     if args.max_concurrency is not None:
         options["max_concurrency"] = args.max_concurrency
+    if args.call_timeout is not None:
+        options["call_timeout_s"] = args.call_timeout
     rlm = RLM(
         args.model,
         args.sub_model,
@@ -114,14 +225,23 @@ def _run(args: argparse.Namespace) -> int:
         cache=args.cache or False,
         **options,
     )
-    result = rlm.completion(args.question, _context(args.context))
-    if args.json:
-        print(result.model_dump_json(indent=1, exclude={"trajectory"}))
-    else:
-        answer = result.answer
-        print(answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False))
-        print(_summary(result), file=sys.stderr)
+    try:
+        result = rlm.completion(args.question, _context(args.context))
+    except Interrupted as stop:  # Ctrl-C or SIGTERM: the run closed cleanly
+        _show(stop.result, args.json)
+        return EXIT_INTERRUPTED
+    _show(result, args.json)
     return 0 if result.stop_reason == StopReason.ANSWERED or result.fallback else 1
+
+
+def _show(result: Result, as_json: bool) -> None:
+    if as_json:
+        print(result.model_dump_json(indent=1, exclude={"trajectory"}))
+        return
+    answer = result.answer
+    if answer is not None:
+        print(answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False))
+    print(_summary(result), file=sys.stderr)
 
 
 def _backends(args: argparse.Namespace) -> int:
@@ -158,6 +278,7 @@ def _add_replay(sub: Any) -> None:
 def _replay(args: argparse.Namespace) -> int:
     from polyrlm.replay import replay
 
+    _check_replay_args(args)
     context = _context(args.context) if args.context is not None else None
     result = replay(args.trajectory, context=context, backend=args.backend, log=args.log)
     report = result.replay
@@ -189,9 +310,27 @@ def _session(command: str) -> Iterator[None]:
         yield
 
 
+def _sigterm(signum: int, frame: Any) -> None:
+    # SIGTERM ends a run as Ctrl-C does: asyncio's runner cancels it cleanly.
+    signal.raise_signal(signal.SIGINT)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _quiet_third_party()
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _sigterm) if in_main else None
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # outside a run (an import, a plugin command): no traceback
+        print("polyrlm: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str]) -> int:
     try:
         from polyrlm.registry import get_registry
 

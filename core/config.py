@@ -10,13 +10,16 @@ __all__ = [
     "CAPTURE_LIMIT_CHARS",
     "CHARS_PER_TOKEN",
     "CHILD_QUESTION_CHARS",
+    "CLOSE_TIMEOUT_S",
     "CREDENTIAL_OPTIONS",
+    "DEADLINE_GRACE_S",
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_MAX_DEPTH",
     "DEFAULT_MAX_ITERATIONS",
     "DEFAULT_MAX_OUTPUT_CHARS",
     "EXEC_GRACE_S",
     "EXEC_TIMEOUT_S",
+    "MIN_EXEC_LIMIT_S",
     "PREVIEW_CHARS",
     "RETRY_ATTEMPTS",
     "RETRY_INITIAL_WAIT_S",
@@ -27,8 +30,9 @@ __all__ = [
 #: Version of the trajectory JSONL format; written on every line. 2 added
 #: turn_started, batch_started and the root run's settings and context
 #: record; 3 added a root reply's native tool calls and the prompt tokens
-#: served from a provider's cache; version 1 and 2 files still read.
-SCHEMA_VERSION = 3
+#: served from a provider's cache; 4 added the requests (retries included)
+#: of a model call and the stop reason ``interrupted``; older files still read.
+SCHEMA_VERSION = 4
 
 #: Model options that are credentials: never written to a trajectory, never
 #: part of a request's digest (the same request with another key is the same).
@@ -75,6 +79,16 @@ CHARS_PER_TOKEN = 4
 #: Characters of a child RLM's question put in its prompt (the rest stays in
 #: its environment as `context`).
 CHILD_QUESTION_CHARS = 4_000
+
+#: Seconds a block is given at least when the run's deadline is nearer than
+#: its timeout (an interrupt needs a moment to land).
+MIN_EXEC_LIMIT_S = 0.05
+#: Seconds past the deadline (``max_seconds``) within which a run has ended:
+#: blocks interrupted, sub-calls cancelled, environments closed.
+DEADLINE_GRACE_S = 5.0
+#: Seconds an environment is given to close when a run is interrupted or
+#: past its deadline; one that takes longer is left to die with the process.
+CLOSE_TIMEOUT_S = 2.0
 
 #: Seconds past an execution's own timeout after which the core gives up on
 #: the environment (it did not interrupt itself), abandons it and starts anew.

@@ -10,13 +10,14 @@ in-process environments; a bridge for out-of-process ones).
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from polyrlm.config import CAPTURE_LIMIT_CHARS, EXEC_GRACE_S, EXEC_TIMEOUT_S
+from polyrlm.config import CAPTURE_LIMIT_CHARS, EXEC_GRACE_S, EXEC_TIMEOUT_S, MIN_EXEC_LIMIT_S
 from polyrlm.pycell import plain_answer
 from polyrlm.records import ExecResult, State
 
@@ -130,6 +131,17 @@ class Environment(abc.ABC):
     def __init__(self, subcalls: SubCalls, config: EnvConfig | None = None) -> None:
         self.subcalls = subcalls
         self.config = config if config is not None else self.Config()
+        #: The ``time.monotonic()`` by which the run must end (its
+        #: ``max_seconds``), set by the core; None: no deadline.
+        self.deadline: float | None = None
+
+    def exec_limit_s(self) -> float:
+        """Seconds the next block may run: ``exec_timeout_s``, or less when
+        the run's deadline is nearer. Backends interrupt a block after this."""
+        limit = self.config.exec_timeout_s
+        if self.deadline is not None:
+            limit = min(limit, max(MIN_EXEC_LIMIT_S, self.deadline - time.monotonic()))
+        return limit
 
     @abc.abstractmethod
     def load_context(self, context: Any) -> None:

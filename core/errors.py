@@ -9,6 +9,8 @@ Recoverable by the model (fed back to it as an observation, the run goes on):
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BackendUnavailable",
     "BudgetExhausted",
@@ -16,6 +18,7 @@ __all__ = [
     "ConfigError",
     "EnvironmentCrashed",
     "FatalError",
+    "Interrupted",
     "ModelCallFailed",
     "ModelMistake",
     "NoCodeBlock",
@@ -88,3 +91,14 @@ class BudgetExhausted(FatalError):
 
 class EnvironmentCrashed(FatalError):
     """The environment died and could not be restarted."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM in the CLI) ended :meth:`RLM.completion` cleanly:
+    every environment closed, the trajectory ends with ``run_finished``.
+    ``result`` holds the run so far (``stop_reason`` ``"interrupted"``, the
+    best partial answer). A ``KeyboardInterrupt``, so scripts stop as usual."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__("the run was interrupted")
+        self.result = result

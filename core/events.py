@@ -88,6 +88,9 @@ class ModelCalled(EventBase):
     latency_s: float = 0.0
     cached: bool = False
     error: str | None = None
+    requests: int = Field(
+        1, description="Requests sent for this call, retries included (0: cached, not sent)."
+    )
 
 
 class CodeExecuted(EventBase):

@@ -11,21 +11,24 @@ import contextlib
 import contextvars
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from polyrlm.broker import Broker
-from polyrlm.contexts import describe_context
+from polyrlm.config import CLOSE_TIMEOUT_S, DEADLINE_GRACE_S
+from polyrlm.contexts import check_context, describe_context
 from polyrlm.environment import Environment
 from polyrlm.errors import (
     BudgetExhausted,
     ConfigError,
     FatalError,
     ModelCallFailed,
+    PromptTooLong,
     SubCallError,
 )
 from polyrlm.events import AnswerSet, CodeExecuted, Event, RunFinished, RunStarted, TurnStarted
+from polyrlm.history import compact
 from polyrlm.ledger import Ledger
 from polyrlm.parsing import (
     CodeBlock,
@@ -44,7 +47,7 @@ from polyrlm.prompts import (
     run_code_tool,
     system_prompt,
 )
-from polyrlm.provider import Reply
+from polyrlm.provider import Reply, message_text
 from polyrlm.recording import context_record
 from polyrlm.records import ExecResult, Role, StopReason
 from polyrlm.runspec import Outcome, Settings
@@ -58,6 +61,19 @@ __all__ = ["CODE_END_STOP", "Outcome", "Settings", "Tree", "in_thread"]  # (re-e
 #: client-side in any case (:func:`polyrlm.parsing.code_end`), so no model
 #: can invent the block's output and answer on top of it.
 CODE_END_STOP = "\n```\n"
+
+#: Tokens kept free for the root's reply when its history is compacted to
+#: fit the window (at most a quarter of the window; less if the model's
+#: output limit is lower).
+REPLY_ROOM_TOKENS = 4_096
+#: When the provider refuses a root prompt as too long, the next try is
+#: compacted to this fraction of the tokens refused.
+RETRY_WINDOW_FRACTION = 0.7
+
+#: Seconds past the deadline after which a run still going is stopped from
+#: outside; with the partial answer's read and the closing, it has ended
+#: within :data:`~polyrlm.config.DEADLINE_GRACE_S`.
+BACKSTOP_S = DEADLINE_GRACE_S - 1.5 * CLOSE_TIMEOUT_S
 
 T = TypeVar("T")
 
@@ -138,6 +154,8 @@ class Tree:
         subcalls = LoopSubCalls(self, asyncio.get_running_loop(), depth, run_id)
         source = context_record(context) if depth == 0 else None  # before: it may raise
         try:
+            if depth:  # the root's was checked before its log was opened
+                check_context(context)
             env = await in_thread(self._open, subcalls, context)
         except ConfigError as exc:
             if depth == 0:
@@ -161,14 +179,29 @@ class Tree:
         )
         outcome = Outcome(None, StopReason.ERROR, error="run did not finish")
         iterations = 0
+        left = self.ledger.seconds_left()
         try:
-            outcome, iterations = await self._turns(s, question)
+            # The backstop: model calls end at the deadline and blocks are
+            # interrupted there; this catches an environment that did not stop.
+            async with asyncio.timeout(None if left is None else left + BACKSTOP_S) as scope:
+                outcome, iterations = await self._turns(s, question)
         except BudgetExhausted as exc:
             outcome = Outcome(await self._partial(s), StopReason(exc.reason), error=str(exc))
         except FatalError as exc:
             outcome = Outcome(await self._partial(s), StopReason.ERROR, error=str(exc))
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            error = str(self.ledger.out_of_time())
+            outcome = Outcome(await self._partial(s), StopReason.MAX_SECONDS, error=error)
+        except asyncio.CancelledError:  # Ctrl-C, SIGTERM, or the block that made this child ended
+            outcome = Outcome(
+                await self._partial(s), StopReason.INTERRUPTED, error="the run was interrupted"
+            )
+            raise
         finally:
-            await in_thread(s.env.close)
+            s.subcalls.end("the run has ended")
+            await _bounded(in_thread(s.env.close), CLOSE_TIMEOUT_S)
             self.emit(
                 RunFinished(
                     run_id=run_id,
@@ -233,22 +266,57 @@ class Tree:
         if s.tools:
             options.setdefault("tools", s.tools)
         self.ledger.iterations += 1
-        try:
-            return await self.broker.turn(
-                cache_marked(messages) if self.broker.provider.caches_prompts(model) else messages,
-                model=model,
-                role=Role.ROOT,
-                depth=s.depth,
-                run_id=s.run_id,
-                options=options,
-                # The reply ends after its first code block, for every model: by
-                # the stop sequence where the model takes one, else the stream is
-                # closed there (polyrlm.provider).
-                cut=code_end if at_code_end else None,
-                stop=[CODE_END_STOP] if at_code_end else (),
+        window = self.broker.window(model)
+        for attempt in range(2):  # once more, compacted harder, if the provider refuses it
+            sent = self._fitted(model, messages, window)
+            try:
+                return await self.broker.turn(
+                    cache_marked(sent) if self.broker.provider.caches_prompts(model) else sent,
+                    model=model,
+                    role=Role.ROOT,
+                    depth=s.depth,
+                    run_id=s.run_id,
+                    options=options,
+                    # The reply ends after its first code block, for every model: by
+                    # the stop sequence where the model takes one, else the stream is
+                    # closed there (polyrlm.provider).
+                    cut=code_end if at_code_end else None,
+                    stop=[CODE_END_STOP] if at_code_end else (),
+                )
+            except PromptTooLong as exc:  # the history outgrew what the provider takes
+                # Learn a window below the refused size: later turns fit at once.
+                window = int(self.broker.provider.count(model, sent) * RETRY_WINDOW_FRACTION)
+                self.broker.windows_learned(model, window)
+                if attempt:
+                    raise ModelCallFailed(f"root call refused: {exc}") from exc
+            except SubCallError as exc:
+                raise ModelCallFailed(f"root call refused: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _fitted(
+        self, model: str, messages: list[dict[str, Any]], window: int | None
+    ) -> list[dict[str, Any]]:
+        """The history to send: older turns compacted once it nears the
+        window (:mod:`polyrlm.history`), with room left for the reply."""
+        if window is None:
+            return messages
+        room = min(self.broker.provider.max_output(model) or REPLY_ROOM_TOKENS, window // 4)
+        limit = window - room
+
+        def fits(candidate: list[dict[str, Any]]) -> bool:
+            if sum(len(message_text(m)) for m in candidate) <= limit:
+                return True  # a token is at least one character: no need to count
+            return self.broker.provider.count(model, candidate) <= limit
+
+        compaction = compact(messages, fits)
+        if not compaction.changed:
+            return messages
+        if not compaction.fits_after:
+            raise ModelCallFailed(
+                f"the root conversation does not fit the {window}-token window of {model} "
+                "even with every older turn compacted"
             )
-        except SubCallError as exc:  # e.g. the history outgrew the root model's window
-            raise ModelCallFailed(f"root call refused: {exc}") from exc
+        return compaction.noted()
 
     def _shown(self, result: ExecResult) -> str:
         shown, _ = format_exec_observation(
@@ -327,21 +395,27 @@ class Tree:
     async def _execute(self, s: _Session, code: str, iteration: int) -> ExecResult:
         s.execs += 1
         exec_id = f"{s.run_id}-e{s.execs}"
-        s.subcalls.exec_id = exec_id
+        s.subcalls.begin(exec_id)
         self.ledger.executions += 1
-        timeout = s.env.config.exec_timeout_s + s.env.config.exec_grace_s
+        s.env.deadline = self.ledger.deadline
+        limit, grace = s.env.exec_limit_s(), s.env.config.exec_grace_s
+        if limit < s.env.config.exec_timeout_s:  # the deadline bounds it: less grace
+            grace = min(grace, BACKSTOP_S / 2)
         try:
-            result = await asyncio.wait_for(in_thread(s.env.execute, code), timeout)
+            result = await asyncio.wait_for(in_thread(s.env.execute, code), limit + grace)
         except TimeoutError:
-            # The environment did not interrupt itself: abandon it, start anew.
-            with contextlib.suppress(TimeoutError):  # a stuck close is left behind
-                await asyncio.wait_for(in_thread(s.env.close), s.env.config.exec_grace_s)
-            s.env = await in_thread(self._open, s.subcalls, s.context)
+            # The environment did not interrupt itself: abandon it, start anew
+            # (unless the run is out of time anyway).
+            await _bounded(in_thread(s.env.close), min(CLOSE_TIMEOUT_S, grace))
+            if self.ledger.seconds_left() != 0:
+                s.env = await in_thread(self._open, s.subcalls, s.context)
             result = ExecResult(
-                error=f"TimeoutError: the block did not stop within {timeout:g} s",
+                error=f"TimeoutError: the block did not stop within {limit + grace:g} s",
                 timed_out=True,
                 restarted=True,
             )
+        finally:
+            s.subcalls.end()  # its sub-calls still in flight are cancelled
         self.emit(
             CodeExecuted(
                 run_id=s.run_id,
@@ -362,7 +436,14 @@ class Tree:
     async def _partial(self, s: _Session) -> Any:
         """The best partial answer: the answer content, ready or not."""
         try:
-            state = await in_thread(s.env.read_state)
-        except Exception:  # a dead environment has no partial answer
+            state = await asyncio.wait_for(in_thread(s.env.read_state), CLOSE_TIMEOUT_S / 2)
+        except Exception:  # a dead or stuck environment has no partial answer
             return None
         return state.answer if state.answer not in ("", None) else None
+
+
+async def _bounded(awaitable: Awaitable[Any], seconds: float) -> None:
+    """Await at most ``seconds``; what is still running then is left behind
+    (a daemon thread: it dies with the process)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(awaitable, seconds)

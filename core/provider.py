@@ -105,6 +105,10 @@ class LiteLLM:
             lm.Timeout,
             lm.APIConnectionError,
         )
+        #: Other HTTP statuses worth another attempt (529: overloaded).
+        self.retry_statuses = frozenset({408, 409, 425, 429, *range(500, 600)})
+        #: The provider refused a prompt as longer than the model's window.
+        self.too_long: tuple[type[BaseException], ...] = (lm.ContextWindowExceededError,)
         self._windows: dict[str, int | None] = {}
         self._params: dict[str, frozenset[str]] = {}
         self._unpriced: set[str] = set()
@@ -131,6 +135,24 @@ class LiteLLM:
                 supported = None
             self._params[model] = frozenset(supported or ())
         return param in self._params[model] and self.window(model) is not None
+
+    def max_output(self, model: str) -> int | None:
+        """Completion tokens ``model`` may produce, from litellm's map (None: unknown)."""
+        try:
+            value = self.lm.get_model_info(model).get("max_output_tokens")
+        except Exception:  # unmapped model
+            return None
+        return int(value) if value else None
+
+    def caps_output(self, model: str) -> bool:
+        """Whether a ``max_tokens`` cap reaches ``model``: litellm lists it
+        among the provider's parameters, or the provider is a custom one
+        (litellm hands those every option as given)."""
+        if model not in self._params:
+            self.takes(model, "max_tokens")
+        provider = model.split("/", 1)[0]
+        custom = any(p.get("provider") == provider for p in self.lm.custom_provider_map)
+        return custom or "max_tokens" in self._params[model]
 
     def _info(self, model: str, flag: str) -> bool:
         try:
@@ -181,6 +203,14 @@ class LiteLLM:
             return []
         return _credential_names(list(found.get("missing_keys") or []))
 
+    def should_retry(self, exc: BaseException) -> bool:
+        """Rate limits, 5xx (529 too), timeouts and broken connections."""
+        if isinstance(exc, self.retryable):
+            return True
+        return isinstance(exc, self.lm.APIError) and getattr(exc, "status_code", None) in (
+            self.retry_statuses
+        )
+
     def explain(self, model: str, exc: BaseException) -> str:
         """A failed request's error for the user; an authentication error says
         which variable holds the key."""
@@ -198,19 +228,22 @@ class LiteLLM:
         messages: Messages,
         options: Mapping[str, Any],
         cut: Callable[[str], int | None] | None = None,
+        timeout_s: float | None = None,
     ) -> Reply:
-        """One request. With ``cut`` the reply ends at the index ``cut``
+        """One request, given up after ``timeout_s`` (default: the broker's
+        per-call timeout). With ``cut`` the reply ends at the index ``cut``
         returns: where the request carries no stop sequence (the model takes
         none) it is streamed and the stream closed there; where it does, the
         model itself stops at the block, and the text is still cut here in
         case it did not (a stop is never the only guard). Either way what lies
         past the cut is not counted as generated."""
+        timeout = self.timeout_s if timeout_s is None else timeout_s
         if cut is not None and not options.get("stop"):
-            return await self._streamed(model, messages, options, cut)
+            return await self._streamed(model, messages, options, cut, timeout)
         response = await self.lm.acompletion(
             model=model,
             messages=messages,
-            timeout=self.timeout_s,
+            timeout=timeout,
             max_retries=0,  # retries are ours, not the SDK's
             **options,
         )
@@ -228,11 +261,15 @@ class LiteLLM:
             for n, call in enumerate(getattr(message, "tool_calls", None) or [], 1)
         )
         pt, ct, cached = _usage(getattr(response, "usage", None))
-        cost = self._response_cost(model, response)
+        if not pt and not ct:  # a provider that sends no usage: count ourselves
+            pt, ct = self.count(model, messages), self.count(model, text=text)
+            cost = self.price(model, pt, ct)
+        else:
+            cost = self._response_cost(model, response)
         at = cut(text) if cut is not None else None
         if at is not None and at < len(text):  # the model went on past its block
             text, ct = text[:at], max(1, self.count(model, text=text[:at]))
-            return Reply(text, pt, ct, cached, self._token_cost(model, pt, ct, cached))
+            return Reply(text, pt, ct, cached, self.price(model, pt, ct, cached))
         return Reply(text, pt, ct, cached, cost, tool_calls=calls)
 
     async def _streamed(
@@ -241,6 +278,7 @@ class LiteLLM:
         messages: Messages,
         options: Mapping[str, Any],
         cut: Callable[[str], int | None],
+        limit_s: float,
     ) -> Reply:
         # The usage (cached tokens too) in the stream's last chunk: OpenAI's way,
         # which litellm also honours for the providers it streams itself.
@@ -248,7 +286,7 @@ class LiteLLM:
         stream = await self.lm.acompletion(
             model=model,
             messages=messages,
-            timeout=self.timeout_s,
+            timeout=limit_s,
             max_retries=0,
             **extra,
             **options,
@@ -275,7 +313,7 @@ class LiteLLM:
             pt, ct, cached = _usage(usage)
             if not pt and not ct:  # a provider that sends no usage: count ourselves
                 pt, ct = self.count(model, messages), self.count(model, text=text)
-        cost = self._token_cost(model, pt, ct, cached)
+        cost = self.price(model, pt, ct, cached)
         tools = () if at is not None else tuple(calls[i] for i in sorted(calls))
         return Reply(text, pt, ct, cached, cost, tools)
 
@@ -296,7 +334,8 @@ class LiteLLM:
             self._unpriced.add(model)
             return None
 
-    def _token_cost(self, model: str, pt: int, ct: int, cached: int) -> float | None:
+    def price(self, model: str, pt: int, ct: int, cached: int = 0) -> float | None:
+        """USD for these token counts at litellm's prices (None: unpriced)."""
         if model in self._unpriced or self.window(model) is None:
             return None
         try:

@@ -47,20 +47,26 @@ class StopReason(StrEnum):
     MAX_TOKENS = "max_tokens"
     MAX_COST_USD = "max_cost_usd"
     MAX_SECONDS = "max_seconds"
+    #: Ctrl-C (SIGINT) or SIGTERM, or the caller cancelled the run.
+    INTERRUPTED = "interrupted"
     ERROR = "error"
 
 
 class Budget(Frozen):
     """Limits shared by a whole recursion tree (root, sub-calls, child RLMs).
 
-    ``None`` means unlimited. A call is reserved before it is sent, so a run
-    overshoots a limit by at most the calls already in flight.
+    ``None`` means unlimited. Every request (each retry too) is admitted
+    before it is sent, holding its worst case under a token or cost budget
+    (:mod:`polyrlm.ledger` states the bound); ``max_seconds`` is one
+    deadline for the whole tree, in-flight calls and code blocks included.
     """
 
     max_iterations: int = Field(
         DEFAULT_MAX_ITERATIONS, ge=1, description="Root turns per loop (each child loop too)."
     )
-    max_model_calls: int | None = Field(None, ge=1, description="Model calls in the whole tree.")
+    max_model_calls: int | None = Field(
+        None, ge=1, description="Requests to providers in the whole tree, each retry included."
+    )
     max_tokens: int | None = Field(
         None, ge=1, description="Prompt + completion tokens in the tree."
     )
@@ -82,6 +88,9 @@ class Tally(Frozen):
     calls: int = Field(0, description="Calls answered (cached ones included).")
     cached_calls: int = Field(0, description="Calls answered from the response cache.")
     failed_calls: int = Field(0, description="Calls that failed after retries or were refused.")
+    requests: int = Field(
+        0, description="Requests sent to a provider, each retry included (max_model_calls)."
+    )
     prompt_tokens: int = Field(0, description="Prompt tokens reported by the provider.")
     cached_prompt_tokens: int = Field(
         0, description="Of the prompt tokens, those the provider served from its prompt cache."
@@ -163,10 +172,25 @@ class ReplayReport(Frozen):
     recorded_stop_reason: str | None = None
     replayed_stop_reason: str | None = None
     divergences: tuple[Divergence, ...] = Field((), description="Earliest in the record first.")
+    record_ended_early: bool = Field(
+        False,
+        description="The recorded root run has no run_finished (a killed run): only the "
+        "prefix the record has was compared, and nothing after it counts as a divergence.",
+    )
+    record_lines: int | None = Field(
+        None, description="Line of the record's last event (1-based; its position in a list)."
+    )
+    incomplete_line: int | None = Field(
+        None, description="A last line of the file that is not a whole event (a killed writer)."
+    )
+    record_notes: tuple[str, ...] = Field(
+        (), description="What to know about the record itself: that it ends early, a line ignored."
+    )
 
     @property
     def identical(self) -> bool:
-        """Every step, the answer and the stop reason came out the same."""
+        """Every step, the answer and the stop reason came out the same (as
+        far as the record goes, when it ends early)."""
         return not self.divergences
 
     @property
@@ -174,17 +198,24 @@ class ReplayReport(Frozen):
         return self.divergences[0] if self.divergences else None
 
     def summary(self) -> str:
-        """A few lines for people: the verdict, then the first divergence."""
+        """A few lines for people: the verdict, how the record ends (when
+        early), then the first divergence."""
+        notes = list(self.record_notes)
         if self.identical:
-            return (
-                f"replay identical: {self.steps} steps, answer {self.replayed_answer!r}, "
+            head = (
+                f"replay identical as far as the record goes: {self.steps} "
+                f"step{'' if self.steps == 1 else 's'}"
+                if self.record_ended_early  # no recorded answer or stop to compare
+                else f"replay identical: {self.steps} steps, answer {self.replayed_answer!r}, "
                 f"stop {self.replayed_stop_reason}"
             )
+            return "\n".join([head, *notes])
         d = self.divergences[0]
         where = f" (record line {d.position})" if d.position else ""
         lines = [
             f"replay diverged: {self.matching_steps} of {self.steps} steps matched, "
             f"{len(self.divergences)} divergence(s)",
+            *notes,
             f"first at {d.step}{where}: {d.what} differs",
             f"  why: {d.why}",
         ]

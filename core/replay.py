@@ -10,6 +10,11 @@ where it was changed.
 Use :func:`replay` (or ``polyrlm replay RUN.jsonl``) to rebuild the run from
 the settings the trajectory keeps, or ``RLM(..., replay=path)`` to serve a
 record to a run you configure yourself.
+
+A killed run's record ends early: its prefix is replayed and compared, and
+the report says where the record ends (``record_ended_early``,
+``record_lines``) and which half-written last line was ignored
+(``incomplete_line``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from polyrlm.records import Budget, Divergence, ReplayReport
 from polyrlm.replay_book import ReplayBook, load_events
 from polyrlm.result import Result
 from polyrlm.rlm import RLM
+from polyrlm.trajectory import RecordedTrajectory, load_trajectory_file
 
 __all__ = ["Divergence", "ReplayBook", "ReplayReport", "load_events", "replay"]
 
@@ -43,7 +49,12 @@ def replay(
     (a large context); it is checked against that fingerprint. ``backend``
     runs the record on another backend (expect divergences).
     """
-    events = load_events(source)
+    record = (
+        load_trajectory_file(source)
+        if isinstance(source, str | Path)
+        else RecordedTrajectory(list(source), len(source))
+    )
+    events = load_events(record.events)
     root = next(e for e in events if isinstance(e, RunStarted) and e.depth == 0)
     settings = root.settings or {}
     ctx = context_from_record(root.context_source, context)
@@ -64,4 +75,15 @@ def replay(
         replay=events,
         **settings.get("root_options", {}),
     )
-    return rlm.completion(root.question, ctx)
+    result = rlm.completion(root.question, ctx)
+    if result.replay is None:
+        return result
+    # What only the file tells: the last event's line, a half-written line after it.
+    report = result.replay.model_copy(
+        update={
+            "record_lines": record.last_line,
+            "incomplete_line": record.incomplete_line,
+            "record_notes": tuple(record.notes()),
+        }
+    )
+    return result.model_copy(update={"replay": report})

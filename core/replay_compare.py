@@ -1,4 +1,9 @@
-"""Step-by-step comparison of a replay with its record (see :mod:`polyrlm.replay`)."""
+"""Step-by-step comparison of a replay with its record (see :mod:`polyrlm.replay`).
+
+A record that ends early (a killed run) is compared as far as it goes: the
+steps it has must match, and what the replay did past its end (more steps,
+the end of the run) is not a divergence; the report says where it ends.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from polyrlm.events import AnswerSet, CodeExecuted, Event, ModelCalled, RunFinis
 from polyrlm.parsing import extract_blocks
 from polyrlm.records import Divergence, ReplayReport, Role
 from polyrlm.result import Result
+from polyrlm.trajectory import ends_early, record_notes
 
 __all__ = ["compare"]
 
@@ -161,12 +167,12 @@ def _compare_run(
                 why=why,
             )
         )
-    elif len(replayed) > len(recorded):
-        end_rec = rec.finished.get(rec_id)
+    elif len(replayed) > len(recorded) and rec_id in rec.finished:  # else: past the record's end
+        end_rec = rec.finished[rec_id]
         found.append(
             Divergence(
                 step=f"{label} step {len(recorded) + 1}",
-                position=rec.position[id(end_rec)] if end_rec else None,
+                position=rec.position[id(end_rec)],
                 what="extra",
                 why=f"the replay ran {len(replayed)} steps; the record has {len(recorded)}",
                 replayed=replayed[len(recorded)].code,
@@ -195,15 +201,7 @@ def compare(
     root = next(r for r in rec.started.values() if r.depth == 0)
     end = rec.finished.get(root.run_id)
     answer: Any = end.answer if end else None
-    if end is None:
-        found.append(
-            Divergence(
-                step="end",
-                what="missing",
-                why="the record ends before its root run finished (a killed run)",
-            )
-        )
-    else:
+    if end is not None:  # else the record ends early: no answer or stop reason to compare
         for what, a, b in (
             ("answer", end.answer, result.answer),
             ("stop_reason", str(end.stop_reason), str(result.stop_reason)),
@@ -228,4 +226,7 @@ def compare(
         recorded_stop_reason=str(end.stop_reason) if end else None,
         replayed_stop_reason=str(result.stop_reason),
         divergences=tuple(found),
+        record_ended_early=ends_early(recorded),
+        record_lines=len(recorded),
+        record_notes=tuple(record_notes(recorded)),
     )

@@ -11,17 +11,23 @@ from typing import Any
 
 from polyrlm.broker import Broker
 from polyrlm.cache import ResponseCache
-from polyrlm.config import DEFAULT_MAX_CONCURRENCY, RETRY_ATTEMPTS, RETRY_INITIAL_WAIT_S
+from polyrlm.config import (
+    CALL_TIMEOUT_S,
+    DEFAULT_MAX_CONCURRENCY,
+    RETRY_ATTEMPTS,
+    RETRY_INITIAL_WAIT_S,
+)
+from polyrlm.contexts import check_context
 from polyrlm.environment import EnvConfig
-from polyrlm.errors import ConfigError
-from polyrlm.events import Event
+from polyrlm.errors import ConfigError, Interrupted
+from polyrlm.events import Event, RunFinished, RunStarted
 from polyrlm.ledger import Ledger
 from polyrlm.loop import Tree
 from polyrlm.records import Budget
 from polyrlm.registry import get_registry, plugin_manager
 from polyrlm.replay_book import ReplayBook, load_events
 from polyrlm.result import Result
-from polyrlm.runspec import CODE_CHANNELS, Settings
+from polyrlm.runspec import CODE_CHANNELS, Outcome, Settings
 from polyrlm.trajectory import TrajectoryWriter
 
 __all__ = ["DEFAULT_BACKEND", "RLM", "default_cache_dir"]
@@ -76,6 +82,7 @@ class RLM:
         windows: Mapping[str, int] | None = None,
         retry_attempts: int = RETRY_ATTEMPTS,
         retry_initial_wait_s: float = RETRY_INITIAL_WAIT_S,
+        call_timeout_s: float = CALL_TIMEOUT_S,
         stop_at_code_end: bool = True,
         code_channel: str = "auto",
         replay: str | Path | Sequence[Event] | None = None,
@@ -88,6 +95,8 @@ class RLM:
         self.budget = Budget.model_validate(budget.model_dump())
         if max_concurrency < 1:
             raise ConfigError("max_concurrency must be at least 1")
+        if not call_timeout_s > 0:
+            raise ConfigError("call_timeout_s must be more than 0 seconds")
         if code_channel not in CODE_CHANNELS:
             raise ConfigError(
                 f"code_channel must be one of {', '.join(CODE_CHANNELS)}, not {code_channel!r}"
@@ -120,17 +129,21 @@ class RLM:
         self.windows = dict(windows or {})
         self.retry_attempts = retry_attempts
         self.retry_initial_wait_s = retry_initial_wait_s
+        self.call_timeout_s = call_timeout_s
         self.replay: list[Event] | None = None
         if replay is not None:
             self.replay = load_events(replay)
 
     def completion(self, question: str, context: Any = None) -> Result:
         """Answer ``question`` about ``context`` (str, list, dict, DataFrame,
-        or a :class:`~pathlib.Path`). Blocks; see :meth:`acompletion`."""
+        or a :class:`~pathlib.Path`). Blocks; see :meth:`acompletion`.
+
+        Ctrl-C ends the run cleanly and raises :class:`~polyrlm.errors.Interrupted`
+        (a ``KeyboardInterrupt``) whose ``result`` is the run so far."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.acompletion(question, context))
+            return self._run_here(question, context)
         # Called from inside an event loop (a notebook): run on a loop of its own.
         box: dict[str, Any] = {}
 
@@ -148,8 +161,26 @@ class RLM:
         result: Result = box["result"]
         return result
 
+    def _run_here(self, question: str, context: Any) -> Result:
+        """Run on a new event loop in this thread; Ctrl-C cancels the run
+        (asyncio's runner turns SIGINT into a cancellation of the run)."""
+        kept: list[Result] = []
+        with asyncio.Runner() as runner:
+            try:
+                return runner.run(self._acompletion(question, context, kept))
+            except (KeyboardInterrupt, asyncio.CancelledError):
+                if kept:
+                    raise Interrupted(kept[0]) from None
+                raise
+
     async def acompletion(self, question: str, context: Any = None) -> Result:
-        """The same as :meth:`completion`, as a coroutine."""
+        """The same as :meth:`completion`, as a coroutine. Cancelling it ends
+        the run cleanly (environments closed, ``run_finished`` recorded with
+        stop reason ``interrupted``) and raises ``CancelledError``."""
+        return await self._acompletion(question, context, [])
+
+    async def _acompletion(self, question: str, context: Any, kept: list[Result]) -> Result:
+        check_context(context)  # before the log is opened: a refused run overwrites nothing
         trajectory: list[Event] = []
         hook = plugin_manager().hook.on_event
         logger = TrajectoryWriter(self.log) if self.log is not None else None
@@ -176,26 +207,40 @@ class RLM:
             cache=cache,
             retry_attempts=self.retry_attempts,
             retry_initial_wait_s=self.retry_initial_wait_s,
+            call_timeout_s=self.call_timeout_s,
             windows=self.windows,
             replay=book,
         )
+        ledger.start()  # the clock starts with the run, litellm imported
         try:
             outcome = await Tree(self.settings, ledger, broker, emit).run(
                 question, "" if context is None else context
             )
+        except asyncio.CancelledError:
+            roots = [e.run_id for e in trajectory if isinstance(e, RunStarted) and not e.depth]
+            ends = [e for e in trajectory if isinstance(e, RunFinished) and e.run_id in roots]
+            if ends:  # the root run closed cleanly: keep what it had
+                end = ends[-1]
+                stopped = Outcome(end.answer, end.stop_reason, end.fallback, end.error)
+                kept.append(_result(stopped, ledger, trajectory))
+            raise
         finally:
             if logger is not None:
                 logger.close()
             if cache is not None:
                 cache.close()
-        result = Result(
-            answer=outcome.answer,
-            stop_reason=outcome.stop_reason,
-            fallback=outcome.fallback,
-            error=outcome.error,
-            usage=ledger.usage(),
-            trajectory=tuple(trajectory),
-        )
+        result = _result(outcome, ledger, trajectory)
         if book is not None:
             result = result.model_copy(update={"replay": book.report(trajectory, result)})
         return result
+
+
+def _result(outcome: Outcome, ledger: Ledger, trajectory: list[Event]) -> Result:
+    return Result(
+        answer=outcome.answer,
+        stop_reason=outcome.stop_reason,
+        fallback=outcome.fallback,
+        error=outcome.error,
+        usage=ledger.usage(),
+        trajectory=tuple(trajectory),
+    )

@@ -7,6 +7,7 @@ run's event loop (where the broker lives) and blocks until it is done.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import threading
 from collections.abc import Coroutine, Sequence
@@ -19,7 +20,11 @@ from polyrlm.errors import BudgetExhausted, ModelCallFailed, SubCallError
 from polyrlm.records import Role, StopReason
 from polyrlm.runspec import Outcome, Settings
 
-__all__ = ["ChildRuns", "LoopSubCalls"]
+__all__ = ["WAIT_POLL_S", "ChildRuns", "LoopSubCalls"]
+
+#: Seconds between wake-ups of a thread waiting on a sub-call, so that an
+#: interrupt raised in it (a block's timeout) is seen within that time.
+WAIT_POLL_S = 0.1
 
 T = TypeVar("T")
 
@@ -57,12 +62,48 @@ class LoopSubCalls:
         #: The execution running now: sub-calls and child runs link to it.
         self.exec_id: str | None = None
         self._loop_thread = threading.get_ident()
+        self._lock = threading.Lock()
+        self._pending: set[concurrent.futures.Future[Any]] = set()
+        self._refusing: str | None = None
 
     def _wait(self, coro: Coroutine[Any, Any, T]) -> T:
         if threading.get_ident() == self._loop_thread:
             coro.close()
             raise RuntimeError("sub-calls must be made from the execution thread, not the loop")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        with self._lock:
+            if self._refusing is not None:
+                coro.close()
+                raise SubCallError(self._refusing)
+            future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+            self._pending.add(future)
+        try:
+            while True:  # wake often: an interrupt raised in this thread must get through
+                try:
+                    return future.result(WAIT_POLL_S)
+                except concurrent.futures.TimeoutError:
+                    continue
+        except concurrent.futures.CancelledError:
+            raise SubCallError(self._refusing or "the sub-call was cancelled") from None
+        finally:
+            future.cancel()  # a no-op when done; frees its slot when the block was stopped
+            with self._lock:
+                self._pending.discard(future)
+
+    def begin(self, exec_id: str) -> None:
+        """A new execution starts: its sub-calls link to it and are served."""
+        with self._lock:
+            self.exec_id = exec_id
+            self._refusing = None
+
+    def end(self, reason: str = "the block that made this sub-call has ended") -> None:
+        """The execution ended (or was stopped): its sub-calls still in
+        flight are cancelled, giving back their concurrency slots, and new
+        ones are refused with ``reason`` until the next :meth:`begin`."""
+        with self._lock:
+            self._refusing = reason
+            pending = list(self._pending)
+        for future in pending:
+            future.cancel()
 
     # -- async versions: also what the bridge serves to out-of-process code --
 

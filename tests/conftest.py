@@ -140,7 +140,14 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+#: Lines tests ask to have printed after the run (e.g. the budget property
+#: test's worst overshoot per budget).
+SUMMARY_LINES: list[str] = []
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in SUMMARY_LINES:
+        terminalreporter.write_line(line)
     if _recorder.replayed:
         terminalreporter.write_line(
             f"replayed {_recorder.replayed} recorded runs offline: every answer reproduced; "

@@ -300,15 +300,15 @@ class BashEnvironment(Environment):
         block.write_text(code.replace("\r\n", "\n"))
         (self.dirs.ctl / f"block-{self._blocks - 1}.sh").unlink(missing_ok=True)
         token = secrets.token_hex(16)
-        cfg = self.config
+        cfg, limit = self.config, self.exec_limit_s()
         outcome = shell.run(
             block_line(f"{self.layout.ctl}/{block.name}", token),
             token,
-            cfg.exec_timeout_s,
+            limit,
             cfg.interrupt_grace_s,
             cfg.capture_limit_chars,
         )
-        error = error_text(outcome, cfg.exec_timeout_s)
+        error = error_text(outcome, limit)
         restarted = outcome.died or outcome.stuck
         if restarted:
             self._stop()

@@ -164,9 +164,10 @@ class InlinePythonEnvironment(Environment):
         error: str | None = None
         timed_out = False
         tid = threading.get_ident()
+        limit = self.exec_limit_s()
         with capture(self.config.capture_limit_chars) as sink:
             try:
-                token = watchdog.arm(self.config.exec_timeout_s, lambda: _interrupt(tid))
+                token = watchdog.arm(limit, lambda: _interrupt(tid))
                 try:
                     body, last = self._compile(code)
                     exec(body, self.ns)
@@ -180,7 +181,7 @@ class InlinePythonEnvironment(Environment):
             except ExecTimeout:
                 timed_out = True
                 error = (
-                    f"TimeoutError: the block ran longer than {self.config.exec_timeout_s:g} s "
+                    f"TimeoutError: the block ran longer than {limit:g} s "
                     "and was interrupted; variables set before that are kept"
                 )
             except BaseException as exc:  # the model's error, reported to it

@@ -11,6 +11,7 @@ context loaded again, and the model told that its variables were lost.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import pickle
@@ -181,10 +182,19 @@ class KernelPythonEnvironment(Environment):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self._kill_now()  # from this thread: ends a block still running
             self._on_thread(self._stop_for_good)
             self._pool.shutdown()
         self.bridge.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _kill_now(self) -> None:
+        """SIGKILL the kernel process; safe from any thread (a signal)."""
+        km = self.km
+        process = getattr(getattr(km, "provisioner", None), "process", None)
+        if process is not None:
+            with contextlib.suppress(OSError):
+                process.kill()
 
     def _stop_for_good(self) -> None:
         self._stop()
@@ -266,6 +276,8 @@ class KernelPythonEnvironment(Environment):
 
     def _lost(self, how: str, started: float, timed_out: bool) -> ExecResult:
         code = self.km.exit_status() if hasattr(self.km, "exit_status") else None
+        if self._closed:  # killed by close(): nothing to restart
+            return ExecResult(error="the environment was closed", restarted=True)
         self._restart()
         return ExecResult(
             error=(
@@ -309,7 +321,7 @@ class KernelPythonEnvironment(Environment):
         self._run_quiet(self._load_code())
 
     def _execute(self, code: str) -> ExecResult:
-        result, report = self._run(code, self.config.exec_timeout_s, "__polyrlm_report()")
+        result, report = self._run(code, self.exec_limit_s(), "__polyrlm_report()")
         if report is None:
             return result
         return result.model_copy(

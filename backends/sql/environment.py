@@ -25,6 +25,8 @@ import importlib
 import re
 import shutil
 import tempfile
+import threading
+import time
 import weakref
 from itertools import takewhile
 from pathlib import Path
@@ -35,9 +37,10 @@ from pydantic import Field
 from polyrlm.backends.sql.functions import SqlFunctions
 from polyrlm.backends.sql.guide import SAMPLE_ROWS, SAMPLED_TABLES, sql_guide
 from polyrlm.backends.sql.render import Collected
-from polyrlm.backends.sql.runner import run_block
+from polyrlm.backends.sql.runner import REINTERRUPT_S, run_block
 from polyrlm.backends.sql.schema import CONTEXT_CATALOG, Schema
 from polyrlm.backends.sql.sources import Source, plan_sources, quote_ident, quote_str
+from polyrlm.config import CLOSE_TIMEOUT_S
 from polyrlm.environment import ContractSnippets, EnvConfig, Environment, SubCalls, plain_answer
 from polyrlm.errors import BackendUnavailable, ConfigError
 from polyrlm.records import ExecResult, State, VarInfo
@@ -124,6 +127,7 @@ class SqlEnvironment(Environment):
         # The directory goes even when close() is never called.
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._dir, True)
         self._closed = False
+        self._busy = threading.Lock()  # held while a block runs
         self._loaded = False
         self._sources: list[Source] = []
         self.conn = duckdb.connect(":memory:")
@@ -204,13 +208,14 @@ class SqlEnvironment(Environment):
     def execute(self, code: str) -> ExecResult:
         if not self._loaded:
             self.load_context(None)
-        return run_block(
-            self.conn,
-            self.functions,
-            code,
-            timeout_s=self.config.exec_timeout_s,
-            limit_chars=self.config.capture_limit_chars,
-        )
+        with self._busy:
+            return run_block(
+                self.conn,
+                self.functions,
+                code,
+                timeout_s=self.exec_limit_s(),
+                limit_chars=self.config.capture_limit_chars,
+            )
 
     def read_state(self) -> State:
         if not self._loaded:
@@ -244,13 +249,28 @@ class SqlEnvironment(Environment):
             databases=[s.name for s in self._sources if s.database is not None],
         )
 
+    def _stopped(self, conn: Any) -> bool:
+        """Interrupt a block still running (an abandoned execute, an
+        interrupted run) until it has stopped, at most CLOSE_TIMEOUT_S."""
+        deadline = time.monotonic() + CLOSE_TIMEOUT_S
+        functions = getattr(self, "functions", None)
+        while not self._busy.acquire(timeout=REINTERRUPT_S):
+            if functions is not None:
+                functions.cancelled.set()  # UDFs waiting on sub-calls give up
+            conn.interrupt()
+            if time.monotonic() > deadline:
+                return False
+        return True
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         conn = getattr(self, "conn", None)
-        if conn is not None:
-            conn.interrupt()  # a query left running by an abandoned execute()
+        if conn is not None and self._stopped(conn):
             conn.close()
+            self._busy.release()
+        # else: a statement that would not stop keeps the connection; closing
+        # it under the statement would crash DuckDB; it goes with the process.
         self._sources = []
         self._cleanup()

@@ -260,11 +260,13 @@ class WasmEnvironment(Environment):
         started = time.perf_counter()
         cfg = self.config
         sandbox = self._ensure()
-        self._door.begin(cfg.exec_timeout_s)
-        soft = cfg.exec_timeout_s if cfg.interrupt_loops else None
+        limit = self.exec_limit_s()
+        self._door.begin(limit)
+        soft = limit if cfg.interrupt_loops else None
+        margin = cfg.kill_margin_s if cfg.interrupt_loops else 0.0
         turn: Turn | None = None
         try:
-            turn = sandbox.run(code, soft)
+            turn = sandbox.run(code, soft, limit + margin)
             cause = turn.ended or (None if turn.result is not None else "no result")
         except RuntimeError as exc:  # SessionEnded included: the session died at rest
             cause = getattr(exc, "reason", None) or f"error: {exc}"
@@ -273,9 +275,7 @@ class WasmEnvironment(Environment):
         cause = cause or "no result"
         self._restart()
         template = _CAUSES.get(cause, "the sandbox stopped ({cause})")
-        text = template.format(
-            cause=cause, kill=cfg.kill_margin_s, timeout=cfg.exec_timeout_s, fuel=cfg.fuel
-        )
+        text = template.format(cause=cause, kill=cfg.kill_margin_s, timeout=limit, fuel=cfg.fuel)
         stray = turn.stray if turn is not None else ""
         return ExecResult(
             output=stray[: cfg.capture_limit_chars],

@@ -162,11 +162,12 @@ class Sandbox:
             f"__import__({GUEST_MODULE!r}).load_context({CONTEXT_GUEST_PATH!r})"
         )
 
-    def run(self, code: str, soft_s: float | None) -> Turn:
+    def run(self, code: str, soft_s: float | None, hard_s: float | None = None) -> Turn:
         """One block of the model's code; ``soft_s`` until its loops are
-        interrupted (None: they are not watched)."""
+        interrupted (None: they are not watched), ``hard_s`` until the guest
+        is killed (default: the sandbox's deadline)."""
         call = f"__import__({GUEST_MODULE!r}).run({code!r}, {soft_s!r}, {self.limit!r})"
-        return self._turn(call)
+        return self._turn(call) if hard_s is None else self._turn(call, deadline_s=hard_s)
 
     @property
     def ended(self) -> str | None:

@@ -4,6 +4,8 @@ It is a real litellm custom provider (``polyrlm-scripted/<name>``), so every
 call still goes through ``litellm.acompletion`` and the broker, exactly as a
 hosted model's would. Replies come from a list (in order) or a function of
 the messages; usage is counted in words, so tests can check it by hand.
+Like a real provider it honours ``max_tokens`` (the reply is cut to that
+many words).
 """
 
 from __future__ import annotations
@@ -104,6 +106,9 @@ class ScriptedModel:
             raise
         except Exception as exc:  # a script's own error is the request's fault: no retry
             raise lm.BadRequestError(f"{type(exc).__name__}: {exc}", self.model, PROVIDER) from exc
+        cap = options.get("max_tokens") or options.get("max_completion_tokens")
+        if isinstance(cap, int) and word_tokens(text) > cap:  # as a provider does: cut there
+            text = " ".join(text.split()[:cap])
         prompt = sum(word_tokens(message_text(m)) + 3 for m in messages)
         return text, prompt, max(1, word_tokens(text))
 

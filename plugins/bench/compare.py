@@ -6,7 +6,8 @@ generator makes the context once; each backend then runs the method
 which needs no backend). A backend that is not registered, or not installed,
 is listed as unavailable; a run that fails is listed with its error; neither
 stops the comparison. Prints a table and writes ``OUT/TASK.json`` and
-``OUT/TASK.png``.
+``OUT/TASK.png``; exits 1 when a run failed (status ``error``), 0 otherwise
+(an unavailable backend, a run with no answer and a low score are results).
 """
 
 from __future__ import annotations
@@ -19,13 +20,22 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from polyrlm.cli import budget_from_flags
 from polyrlm.errors import ConfigError
 from polyrlm.plugins.bench.methods import RunRecord, run_base, run_record, run_rlm, run_strategy
 from polyrlm.plugins.bench.report import DEFAULT_OUT_DIR, write_json
 from polyrlm.plugins.bench.task import Instance, Task, get_task, get_tasks
 from polyrlm.records import Budget
 
-__all__ = ["METHODS", "backend_status", "compare", "main", "parse_sizes", "warm_up"]
+__all__ = [
+    "METHODS",
+    "backend_status",
+    "compare",
+    "exit_status",
+    "main",
+    "parse_sizes",
+    "warm_up",
+]
 
 #: The methods ``--method`` takes.
 METHODS = ("strategy", "rlm", "base")
@@ -191,6 +201,16 @@ def compare(
     return records
 
 
+def exit_status(records: Sequence[RunRecord]) -> int:
+    """1 when a run failed (status ``error``: it raised, or stopped on an
+    error), else 0; says on stderr how many failed."""
+    failed = [r for r in records if r.status == "error"]
+    if not failed:
+        return 0
+    print(f"polyrlm bench: {len(failed)} of {len(records)} runs failed", file=sys.stderr)
+    return 1
+
+
 def _parser(task_names: Sequence[str]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="polyrlm bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -233,8 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = {"api_base": args.api_base, "api_key": args.api_key or LOCAL_API_KEY}
     elif args.api_key:
         options = {"api_key": args.api_key}
-    limits = {"max_iterations": args.max_iterations, "max_cost_usd": args.max_cost}
-    budget = Budget(**{k: v for k, v in limits.items() if v is not None})
+    budget = budget_from_flags(
+        {"max_iterations": args.max_iterations, "max_cost_usd": args.max_cost}
+    )
 
     def progress(r: RunRecord) -> None:
         score = "-" if r.score is None else f"{r.score:.2f}"
@@ -284,4 +305,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         png = plot(args.out / f"{task.name}.png", title, rows)
         if png is not None:
             print(f"wrote {png}")
-    return 0
+    return exit_status(records)

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "measure"]
+__all__ = ["descendants", "main", "measure"]
 
 _KB = 1024
 
@@ -60,7 +60,8 @@ def _reset_peak() -> bool:
     return True
 
 
-def _descendants() -> list[int]:
+def descendants(root: int | None = None) -> list[int]:
+    """Every live process below ``root`` (default: this one), from /proc."""
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -68,7 +69,7 @@ def _descendants() -> list[int]:
         except OSError:
             continue
         parents[int(stat.parent.name)] = int(fields[1])
-    out, frontier = [], {os.getpid()}
+    out, frontier = [], {os.getpid() if root is None else root}
     while frontier:
         frontier = {pid for pid, parent in parents.items() if parent in frontier}
         out += sorted(frontier)
@@ -78,7 +79,7 @@ def _descendants() -> list[int]:
 def _children_peak_mb() -> float:
     """Sum of the peak resident memory of every live descendant (kernels,
     shells), each since its own exec (not the parent's pages it forked with)."""
-    return sum(_status_mb(pid, "VmHWM") for pid in _descendants())
+    return sum(_status_mb(pid, "VmHWM") for pid in descendants())
 
 
 def _run(backend: str, context: str, marks: dict[str, Any]) -> Any:

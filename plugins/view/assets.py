@@ -243,6 +243,7 @@ SCRIPT = r"""
 
   document.getElementById("title").textContent = data.title;
   const summary = document.getElementById("summary");
+  for (const n of data.notes) summary.appendChild(el("div", "line warn record-end", n));
   for (const s of data.summaries) {
     const box = el("div", "summary");
     if (!s.finished) box.appendChild(el("div", "line warn not-finished", "run did not finish"));

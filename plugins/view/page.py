@@ -14,7 +14,7 @@ import hashlib
 import html
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from polyrlm.events import Event
 from polyrlm.plugins.view.assets import PAGE, SCRIPT, STYLE
 from polyrlm.plugins.view.nodes import Trajectory
 from polyrlm.plugins.view.tree import build_tree
-from polyrlm.trajectory import load_trajectory
+from polyrlm.trajectory import load_trajectory_file, record_notes
 
 __all__ = [
     "TITLE_CHARS",
@@ -72,12 +72,17 @@ def _title(tree: Trajectory, title: str | None) -> str:
     return f"polyrlm run: {question}" if question else "polyrlm run"
 
 
-def render_html(events: Sequence[Event], *, title: str | None = None) -> str:
-    """The viewer page for ``events`` (a whole or partial trajectory)."""
+def render_html(
+    events: Sequence[Event], *, title: str | None = None, notes: Sequence[str] | None = None
+) -> str:
+    """The viewer page for ``events`` (a whole or partial trajectory).
+    ``notes`` head the page (default: where a record that ends early ends,
+    :func:`~polyrlm.trajectory.record_notes`)."""
     tree = build_tree(e.model_dump(mode="json") for e in events)
     heading = _title(tree, title)
     data = {
         "title": heading,
+        "notes": list(record_notes(events) if notes is None else notes),
         "limits": {
             "text_chars": VIEW_TEXT_CHARS,
             "marks": VIEW_MARKS,
@@ -96,24 +101,35 @@ def render_html(events: Sequence[Event], *, title: str | None = None) -> str:
 
 
 def write_html(
-    source: str | Path | Sequence[Event], out: str | Path, *, title: str | None = None
+    source: str | Path | Sequence[Event],
+    out: str | Path,
+    *,
+    title: str | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> Path:
     """Writes the viewer page of ``source`` (a JSONL trajectory's path, or the
     events themselves, e.g. ``result.trajectory``) to ``out``; returns ``out``.
 
     Raises :class:`~polyrlm.errors.ConfigError` for an unreadable file or one
-    that is not a trajectory.
+    that is not a trajectory. A record that ends early (a killed run) is
+    shown as far as it goes: the page says where it ends and which
+    half-written last line it ignored, and ``on_note`` is told the same.
     """
     target = Path(out)
     if isinstance(source, str | Path):
         if Path(source).resolve() == target.resolve():
             raise ConfigError(f"the page would overwrite its trajectory {str(source)!r}")
-        page = render_html(load_trajectory(source), title=title)
+        record = load_trajectory_file(source)
+        events, notes = record.events, record.notes()
     else:
-        page = render_html(source, title=title)
+        events, notes = list(source), record_notes(source)
+    page = render_html(events, title=title, notes=notes)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(page, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from exc
+    if on_note is not None:
+        for note in notes:
+            on_note(note)
     return target

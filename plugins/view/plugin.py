@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,7 +25,12 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--title", default=None, help="the page's title (default: the question)")
     args = parser.parse_args(list(argv))
     source = Path(args.trajectory)
-    out = write_html(source, args.out or source.with_suffix(".html"), title=args.title)
+    out = write_html(
+        source,
+        args.out or source.with_suffix(".html"),
+        title=args.title,
+        on_note=lambda note: print(f"polyrlm view: {note}", file=sys.stderr),
+    )
     print(out)
     return 0
 

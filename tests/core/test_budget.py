@@ -1,5 +1,5 @@
-"""Each budget limit stops a run with its own stop reason, overshooting by
-no more than the calls already in flight."""
+"""Each budget limit stops a run with its own stop reason; a provider that
+counts honestly and honours max_tokens never sees a limit passed."""
 
 from __future__ import annotations
 
@@ -21,35 +21,46 @@ def test_max_model_calls_is_exact() -> None:
     assert len(sub.calls) == 5
 
 
-def test_max_tokens_overshoots_by_in_flight_calls_only() -> None:
+def test_max_tokens_is_never_passed_by_an_honest_provider() -> None:
+    # Each request holds its prompt (litellm's count, at least the scripted
+    # model's word count) plus its completion cap until it is settled.
     root = ScriptedModel([BATCH, "```python\nFINAL(1)\n```"])
     sub = ScriptedModel(lambda m: " ".join(["w"] * 99), latency_s=0.01)  # 100 tokens per call
-    concurrency = 4
     first = RLM(root.model, sub.model, budget=Budget(max_iterations=1, max_model_calls=1))
     root_tokens = first.completion("q", "c").usage.total.total_tokens
     root = ScriptedModel([BATCH, "```python\nFINAL(1)\n```"])
-    limit = root_tokens + 1_000  # room for 10 sub-calls of ~104 tokens
-    rlm = RLM(root.model, sub.model, max_concurrency=concurrency, budget=Budget(max_tokens=limit))
-    result = rlm.completion("q", "c")
-    assert result.stop_reason == StopReason.MAX_TOKENS
-    per_call = result.usage.by_role[Role.SUB].total_tokens / result.usage.by_role[Role.SUB].calls
-    needed = -(-1_000 // int(per_call))  # calls that reach the limit
-    assert needed <= result.usage.by_role[Role.SUB].calls <= needed + concurrency
-    assert result.usage.total.total_tokens <= limit + concurrency * per_call
-
-
-def test_max_cost_usd_with_a_priced_model() -> None:
-    # litellm's mock_response: a real litellm call with a priced model name.
-    code = "```python\nprint(llm_query('x'))\n```"
+    limit = root_tokens + 5_000
     rlm = RLM(
-        "openai/gpt-4o-mini",
-        budget=Budget(max_cost_usd=1e-7),
-        mock_response=code,
+        root.model,
+        sub.model,
+        max_concurrency=4,
+        budget=Budget(max_tokens=limit),
+        sub_model_options={"max_tokens": 100},
     )
     result = rlm.completion("q", "c")
+    assert result.stop_reason == StopReason.MAX_TOKENS
+    assert "does not fit" in (result.error or "")
+    assert result.usage.total.total_tokens <= limit  # no overshoot at all
+    assert result.usage.by_role[Role.SUB].calls >= 5  # the room was used, not refused early
+
+
+def test_max_cost_usd_refuses_a_request_that_cannot_fit() -> None:
+    # litellm's mock_response: a real litellm call with a priced model name.
+    code = "```python\nprint(llm_query('x'))\n```"
+    rlm = RLM("openai/gpt-4o-mini", budget=Budget(max_cost_usd=1e-7), mock_response=code)
+    result = rlm.completion("q", "c")
     assert result.stop_reason == StopReason.MAX_COST_USD
-    assert result.usage.total.calls == 1 and result.usage.total.cost_usd > 1e-7
-    assert result.usage.total.unpriced_calls == 0
+    assert "does not fit" in (result.error or "") and "not sent" in (result.error or "")
+    assert result.usage.total.requests == 0 and result.usage.total.cost_usd == 0
+
+
+def test_max_cost_usd_with_a_priced_model_is_not_passed() -> None:
+    code = "```python\nprint(llm_query('x'))\n```"
+    rlm = RLM("openai/gpt-4o-mini", budget=Budget(max_cost_usd=0.0006), mock_response=code)
+    result = rlm.completion("q", "c")
+    assert result.stop_reason == StopReason.MAX_COST_USD
+    assert 0 < result.usage.total.cost_usd <= 0.0006
+    assert result.usage.total.unpriced_calls == 0 and result.usage.total.calls > 2
 
 
 def test_max_seconds() -> None:

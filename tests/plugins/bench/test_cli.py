@@ -100,3 +100,25 @@ def test_existing_suites_still_run(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main([*argv, "--out", str(out_file)]) == 0
     assert json.loads(out_file.read_text())["benchmark"] == "exec_overhead"
     assert "bare exec" in capsys.readouterr().out
+
+
+def test_a_run_that_errored_makes_bench_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = ScriptedModel(lambda messages: str(1 / 0))  # every root call fails
+    argv = ["bench", "sniah", "--backends", "python-inline", "--sizes", "2000", "--method", "rlm"]
+    argv += ["--model", broken.model, "--out", str(tmp_path), "--no-plot"]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert "polyrlm bench: 1 of 1 runs failed" in err
+    (run,) = json.loads((tmp_path / "sniah.json").read_text())["runs"]
+    assert run["status"] == "error" and "ZeroDivisionError" in run["detail"]
+    assert "wrote" in out  # the table and the JSON are still written
+
+
+def test_an_unavailable_backend_alone_is_not_a_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["bench", "sniah", "--backends", "nonexistent", "--sizes", "2000", "--no-plot"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    assert "runs failed" not in capsys.readouterr().err

@@ -296,3 +296,27 @@ def test_write_html_takes_events_and_says_why_it_cannot_write(
 
     with pytest.raises(ConfigError, match="cannot write"):
         write_html(result.trajectory, blocker / "p.html")
+
+
+def test_a_killed_run_s_page_says_where_its_record_ends(
+    run: tuple[Result, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, log = run
+    lines = log.read_text().splitlines()
+    keep = len(lines) // 2
+    torn = tmp_path / "killed.jsonl"
+    torn.write_text("".join(line + "\n" for line in lines[:keep]) + lines[keep][:25])
+    assert main(["view", str(torn)]) == 0
+    out, err = capsys.readouterr()
+    notes = [
+        f"the record ends at line {keep} (the run did not finish)",
+        f"line {keep + 1} is incomplete; ignored",
+    ]
+    assert err.splitlines() == [f"polyrlm view: {note}" for note in notes]
+    page = Path(out.strip()).read_text()
+    data = json.loads(page.split('id="polyrlm-data">', 1)[1].split("</script>", 1)[0])
+    assert data["notes"] == notes and data["summaries"][0]["finished"] is False
+    whole = render_html(read_trajectory(log))
+    assert '"notes":[]' in whole  # a finished record has nothing to say about its end
+    events = read_trajectory(torn)
+    assert f"the record ends at line {keep}" in render_html(events)  # events alone, too
