@@ -15,9 +15,9 @@ import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from polyrlm.admission import Admission, Plan
+from polyrlm.admission import Admission
 from polyrlm.cache import ResponseCache, request_digest
 from polyrlm.config import (
     CALL_TIMEOUT_S,
@@ -30,22 +30,17 @@ from polyrlm.errors import BudgetExhausted, ModelCallFailed, PromptTooLong, SubC
 from polyrlm.events import BatchStarted, Event, ModelCalled
 from polyrlm.ledger import Hold, Ledger
 from polyrlm.provider import LiteLLM, Reply, message_text
+from polyrlm.recorded_calls import DEADLINE_ERROR, RecordedCalls, serve_recorded
 from polyrlm.records import Role
 from polyrlm.retries import backoff_s, retry_after_s, wait_problem
 
-__all__ = ["Broker", "RecordedCalls"]
+__all__ = ["Broker", "RecordedCalls"]  # (RecordedCalls re-exported)
 
 Messages = list[dict[str, Any]]
 
 #: Seconds past a request's own timeout (the one litellm is given) after
 #: which the broker gives up on it itself: a stream that stalls mid-reply.
 CALL_TIMEOUT_SLACK_S = 5.0
-
-
-#: In a recorded call's error: the provider refused the prompt as too long.
-TOO_LONG_ERROR = "ContextWindowExceededError"
-#: In a recorded call's error: the run's deadline ended it in flight.
-DEADLINE_ERROR = "the run's max_seconds ended while this call was in flight"
 
 
 class _NoReply(Exception):
@@ -59,18 +54,6 @@ class _Attempts:
     attempts: int = 0
     hold: Hold | None = None
     latency_s: float = 0.0
-
-
-class RecordedCalls(Protocol):
-    """A recorded source of model calls (a trajectory's, for a replay:
-    :class:`polyrlm.replay_book.ReplayBook`), served instead of a provider."""
-
-    def peek(self, *, role: Role, run_id: str, digest: str) -> ModelCalled | None:
-        """The call :meth:`serve` would return now, if any; nothing is used up."""
-
-    def serve(self, *, role: Role, run_id: str, digest: str, prompt: str) -> ModelCalled:
-        """The recorded call answering this request; raises
-        :class:`~polyrlm.errors.ModelCallFailed` when there is none."""
 
 
 class Broker:
@@ -212,8 +195,18 @@ class Broker:
 
         if self.replay is not None:
             plan = self.admission.plan(model, messages, opts)
-            return await self._replayed(
-                self.replay, model, role, depth, run_id, digest, shown, report, plan
+            return await serve_recorded(
+                self.replay,
+                self.ledger,
+                self.admission,
+                plan,
+                model,
+                role,
+                depth,
+                run_id,
+                digest,
+                shown,
+                report,
             )
         cached = self.cache.get(digest) if self.cache is not None else None
         if cached is not None:
@@ -337,76 +330,6 @@ class Broker:
             if problem is not None:
                 raise ModelCallFailed(f"{self.provider.explain(model, failure)}; {problem}")
             await asyncio.sleep(wait)
-
-    async def _replayed(
-        self,
-        book: RecordedCalls,
-        model: str,
-        role: Role,
-        depth: int,
-        run_id: str,
-        digest: str,
-        prompt: str,
-        report: Callable[..., None],
-        plan: Plan | None,
-    ) -> Reply:
-        """A call served from the record: the ledger admits and counts it as
-        the original was, so budget stops happen at the same step."""
-        ahead = book.peek(role=role, run_id=run_id, digest=digest)
-        hold = None
-        if ahead is not None and ahead.cached:
-            self.ledger.check_depth(depth)
-        else:  # refused here (depth, budget) as the original was: before it was sent
-            hold, _ = await self.admission.admit(model, depth, plan, {})
-            self.ledger.requests += max(0, (ahead.requests if ahead else 1) - 1)  # its retries
-        requests = 0 if hold is None else (ahead.requests if ahead else 1)
-        try:
-            recorded = book.serve(role=role, run_id=run_id, digest=digest, prompt=prompt)
-        except ModelCallFailed as exc:  # nothing recorded for it: say so in this record
-            self.ledger.record(role, depth, failed=True, hold=hold)
-            report(None, error=str(exc), requests=0)
-            raise
-        if recorded.cached:
-            self.ledger.record(role, depth, cost_usd=0.0, cached=True, hold=hold)
-        else:
-            if recorded.error is not None:
-                self.ledger.record(role, depth, failed=True, requests=requests, hold=hold)
-                report(None, error=recorded.error, requests=requests)
-                if TOO_LONG_ERROR in recorded.error:
-                    raise PromptTooLong(recorded.error)
-                if DEADLINE_ERROR in recorded.error:
-                    raise self.ledger.out_of_time()
-                raise ModelCallFailed(recorded.error)
-            pt, ct = recorded.prompt_tokens, recorded.completion_tokens
-            self.ledger.record(
-                role,
-                depth,
-                prompt_tokens=pt,
-                completion_tokens=ct,
-                cost_usd=recorded.cost_usd,
-                cached_prompt_tokens=recorded.cached_prompt_tokens,
-                requests=requests,
-                hold=hold,
-            )
-        text = recorded.response or ""
-        report(
-            text,
-            recorded.prompt_tokens,
-            recorded.completion_tokens,
-            cost_usd=recorded.cost_usd,
-            cached=recorded.cached,
-            tool_calls=recorded.tool_calls,
-            cached_prompt_tokens=recorded.cached_prompt_tokens,
-            requests=requests,
-        )
-        return Reply(
-            text,
-            recorded.prompt_tokens,
-            recorded.completion_tokens,
-            recorded.cached_prompt_tokens,
-            recorded.cost_usd,
-            tool_calls=tuple(recorded.tool_calls or ()),
-        )
 
     async def batch(
         self,

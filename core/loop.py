@@ -7,13 +7,10 @@ broker shared by the root loop and every child loop under it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
-import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from polyrlm.broker import Broker
 from polyrlm.config import CLOSE_TIMEOUT_S, DEADLINE_GRACE_S
@@ -34,7 +31,6 @@ from polyrlm.parsing import (
     CodeBlock,
     code_end,
     extract_blocks,
-    format_exec_observation,
     select_blocks,
     xml_call_code,
 )
@@ -52,7 +48,14 @@ from polyrlm.recording import context_record
 from polyrlm.records import ExecResult, Role, StopReason
 from polyrlm.runspec import Outcome, Settings
 from polyrlm.subcalls import LoopSubCalls
-from polyrlm.turns import assistant_message, cache_marked, run_code_argument, tool_result
+from polyrlm.threads import bounded, in_thread
+from polyrlm.turns import (
+    assistant_message,
+    cache_marked,
+    observation,
+    run_code_argument,
+    tool_result,
+)
 
 __all__ = ["CODE_END_STOP", "Outcome", "Settings", "Tree", "in_thread"]  # (re-exported)
 
@@ -74,37 +77,6 @@ RETRY_WINDOW_FRACTION = 0.7
 #: outside; with the partial answer's read and the closing, it has ended
 #: within :data:`~polyrlm.config.DEADLINE_GRACE_S`.
 BACKSTOP_S = DEADLINE_GRACE_S - 1.5 * CLOSE_TIMEOUT_S
-
-T = TypeVar("T")
-
-
-async def in_thread(fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn`` in a new daemon thread. Not the default executor: nested
-    child runs block their parent's thread, and a bounded pool would deadlock."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-    ctx = contextvars.copy_context()
-
-    def settle(ok: bool, value: Any) -> None:
-        if not future.done():
-            future.set_result(value) if ok else future.set_exception(value)
-
-    def deliver(ok: bool, value: Any) -> None:
-        # A block abandoned at its timeout may finish after the run's loop
-        # has ended: nobody waits for its result any more.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, ok, value)
-
-    def work() -> None:
-        try:
-            value = ctx.run(fn, *args)
-        except BaseException as exc:
-            deliver(False, exc)
-        else:
-            deliver(True, value)
-
-    threading.Thread(target=work, daemon=True, name="polyrlm-exec").start()
-    return await future
 
 
 @dataclass
@@ -201,7 +173,7 @@ class Tree:
             raise
         finally:
             s.subcalls.end("the run has ended")
-            await _bounded(in_thread(s.env.close), CLOSE_TIMEOUT_S)
+            await bounded(in_thread(s.env.close), CLOSE_TIMEOUT_S)
             self.emit(
                 RunFinished(
                     run_id=run_id,
@@ -237,6 +209,7 @@ class Tree:
             depth=s.depth,
             max_depth=budget.max_depth,
             tool_language=s.env.language if tools else None,
+            sub_models=sorted(self.settings.sub_models),
         )
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": system},
@@ -318,19 +291,6 @@ class Tree:
             )
         return compaction.noted()
 
-    def _shown(self, result: ExecResult) -> str:
-        shown, _ = format_exec_observation(
-            result.output, result.error, self.settings.budget.max_output_chars
-        )
-        if result.truncated_chars:
-            shown += f"\n[{result.truncated_chars} more characters of output were dropped]"
-        if result.restarted:
-            shown += (
-                "\n[The environment was restarted: every variable you made is lost; "
-                "the context is loaded again.]"
-            )
-        return shown
-
     def _answered(self, s: _Session, result: ExecResult) -> bool:
         if result.answer_ready:
             self.emit(AnswerSet(run_id=s.run_id, exec_id=s.subcalls.exec_id, answer=result.answer))
@@ -346,7 +306,9 @@ class Tree:
                 results.append(tool_result(call, problem))
                 continue
             result = await self._execute(s, code, iteration)
-            results.append(tool_result(call, self._shown(result)))
+            results.append(
+                tool_result(call, observation(result, self.settings.budget.max_output_chars))
+            )
             if self._answered(s, result):
                 return "", result, results
             if self.ledger.exhausted is not None:
@@ -385,7 +347,7 @@ class Tree:
         for number, block in enumerate(runnable, 1):
             result = await self._execute(s, block.code, iteration)
             head = f"[block {number} of {len(runnable)}]\n" if len(runnable) > 1 else ""
-            parts.append(head + self._shown(result))
+            parts.append(head + observation(result, self.settings.budget.max_output_chars))
             if self._answered(s, result):
                 return "\n\n".join(parts), result, []
             if self.ledger.exhausted is not None:
@@ -406,7 +368,7 @@ class Tree:
         except TimeoutError:
             # The environment did not interrupt itself: abandon it, start anew
             # (unless the run is out of time anyway).
-            await _bounded(in_thread(s.env.close), min(CLOSE_TIMEOUT_S, grace))
+            await bounded(in_thread(s.env.close), min(CLOSE_TIMEOUT_S, grace))
             if self.ledger.seconds_left() != 0:
                 s.env = await in_thread(self._open, s.subcalls, s.context)
             result = ExecResult(
@@ -440,10 +402,3 @@ class Tree:
         except Exception:  # a dead or stuck environment has no partial answer
             return None
         return state.answer if state.answer not in ("", None) else None
-
-
-async def _bounded(awaitable: Awaitable[Any], seconds: float) -> None:
-    """Await at most ``seconds``; what is still running then is left behind
-    (a daemon thread: it dies with the process)."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(awaitable, seconds)

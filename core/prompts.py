@@ -4,6 +4,7 @@ the context metadata. The context itself is never put in a prompt."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
@@ -84,9 +85,11 @@ def system_prompt(
     depth: int,
     max_depth: int,
     tool_language: str | None = None,
+    sub_models: Sequence[str] = (),
 ) -> str:
     """Core instructions + the environment's guide + the context metadata;
-    ``tool_language`` when the root is offered the run_code tool."""
+    ``tool_language`` when the root is offered the run_code tool;
+    ``sub_models`` the other sub-models its code may name."""
     if max_depth <= depth:
         depth_note = " Sub-model calls are disabled here: solve it with code alone."
     else:
@@ -94,6 +97,9 @@ def system_prompt(
     core = _CORE.format(max_iterations=max_iterations, depth_note=depth_note)
     if tool_language is not None:
         core += TOOL_CHANNEL_NOTE.format(tool=RUN_CODE_TOOL, language=tool_language)
+    if sub_models:
+        names = ", ".join(repr(n) for n in sub_models)
+        core += f"\nBesides the default sub-model, the model argument may name: {names}.\n"
     shown = json.dumps(meta, ensure_ascii=False, default=str, indent=1)
     return f"{core}\n{guide}\n## The context (metadata only)\n```json\n{shown}\n```\n"
 

@@ -14,6 +14,7 @@ counted as generated.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ __all__ = [
     "PRICE_LIST_ENV",
     "LiteLLM",
     "Reply",
+    "close_loop_clients",
     "litellm_module",
     "message_text",
     "use_local_price_list",
@@ -67,6 +69,40 @@ def litellm_module() -> Any:
 
     litellm.suppress_debug_info = True  # no "Provider List" banners on stdout
     return litellm
+
+
+async def close_loop_clients() -> None:
+    """Close the HTTP clients litellm cached for the running event loop.
+
+    litellm keys its async clients by event loop; :meth:`RLM.completion`
+    runs each call on a loop of its own, and once that loop ends its clients
+    can never serve again, yet they stay cached with their sockets open (a
+    file descriptor each, until the garbage collector finds them). Best
+    effort: a litellm whose cache looks different is left alone.
+    """
+    lm = litellm_module()
+    try:
+        from litellm.caching.evicted_client_closer import running_loop_token
+
+        cache = lm.in_memory_llm_clients_cache
+        suffix = f"-{running_loop_token()}"
+        keys = [k for k in list(cache.cache_dict) if isinstance(k, str) and k.endswith(suffix)]
+    except Exception:
+        return
+    for key in keys:
+        handler = cache.cache_dict.pop(key, None)
+        getattr(cache, "ttl_dict", {}).pop(key, None)
+        client = getattr(handler, "client", handler)
+        # The transport first: litellm's aiohttp transport for httpx keeps its
+        # own session, which closing the httpx client alone leaves open.
+        for owner in (getattr(client, "_transport", None), client):
+            close = getattr(owner, "aclose", None) or getattr(owner, "close", None)
+            try:
+                result: Any = close() if callable(close) else None
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:  # closing is a courtesy; never fail a finished run on it
+                continue
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,7 @@ def replay(
         windows=settings.get("windows"),
         stop_at_code_end=settings.get("stop_at_code_end", True),
         code_channel=settings.get("code_channel", "fences"),
+        sub_models=settings.get("sub_models") or None,
         sub_model_options=settings.get("sub_options"),
         log=log,
         on_event=on_event,

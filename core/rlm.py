@@ -23,6 +23,7 @@ from polyrlm.errors import ConfigError, Interrupted
 from polyrlm.events import Event, RunFinished, RunStarted
 from polyrlm.ledger import Ledger
 from polyrlm.loop import Tree
+from polyrlm.provider import close_loop_clients
 from polyrlm.records import Budget
 from polyrlm.registry import get_registry, plugin_manager
 from polyrlm.replay_book import ReplayBook, load_events
@@ -59,6 +60,13 @@ class RLM:
     ``run_code`` tool offered too; fences still run), or ``"auto"`` (tools for
     Claude models with function calling, fences for the others).
 
+    ``sub_models`` names the other sub-models the code may ask for by
+    ``llm_query(prompt, model=...)`` (and its SQL, Bash and WASM forms):
+    ``{"fast": "openai/gpt-5-nano"}`` lets it write ``model="fast"`` (or the
+    litellm name itself). Any other name is an error inside the environment:
+    the host picks the models, and its credentials go to no model or
+    endpoint the code named.
+
     ``replay=`` a trajectory (a JSONL path or a list of events) serves every
     model call from that record instead of a provider, and ``result.replay``
     compares the run with it step by step (see :mod:`polyrlm.replay`).
@@ -85,6 +93,7 @@ class RLM:
         call_timeout_s: float = CALL_TIMEOUT_S,
         stop_at_code_end: bool = True,
         code_channel: str = "auto",
+        sub_models: Mapping[str, str] | None = None,
         replay: str | Path | Sequence[Event] | None = None,
         **model_options: Any,
     ) -> None:
@@ -117,6 +126,7 @@ class RLM:
             sub_options=dict(sub_model_options if sub_model_options is not None else model_options),
             stop_at_code_end=stop_at_code_end,
             code_channel=code_channel,
+            sub_models=dict(sub_models or {}),
         )
         self.max_concurrency = max_concurrency
         self.cache_dir = (
@@ -149,7 +159,7 @@ class RLM:
 
         def target() -> None:
             try:
-                box["result"] = asyncio.run(self.acompletion(question, context))
+                box["result"] = asyncio.run(self._own_loop(question, context, []))
             except BaseException as exc:
                 box["error"] = exc
 
@@ -167,11 +177,17 @@ class RLM:
         kept: list[Result] = []
         with asyncio.Runner() as runner:
             try:
-                return runner.run(self._acompletion(question, context, kept))
+                return runner.run(self._own_loop(question, context, kept))
             except (KeyboardInterrupt, asyncio.CancelledError):
                 if kept:
                     raise Interrupted(kept[0]) from None
                 raise
+
+    async def _own_loop(self, question: str, context: Any, kept: list[Result]) -> Result:
+        try:
+            return await self._acompletion(question, context, kept)
+        finally:  # this loop ends here: so do the HTTP clients litellm made for it
+            await close_loop_clients()
 
     async def acompletion(self, question: str, context: Any = None) -> Result:
         """The same as :meth:`completion`, as a coroutine. Cancelling it ends

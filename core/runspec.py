@@ -9,6 +9,7 @@ from typing import Any
 
 from polyrlm.broker import Broker
 from polyrlm.environment import EnvConfig, Environment
+from polyrlm.errors import SubCallError
 from polyrlm.recording import public_options
 from polyrlm.records import Budget, StopReason
 
@@ -34,6 +35,25 @@ class Settings:
     #: How the root's code reaches the environment: "fences" (fenced blocks,
     #: every model), "tools" (also the native run_code tool), or "auto".
     code_channel: str = "auto"
+    #: Other sub-models the code may name: what it writes -> the litellm model.
+    sub_models: dict[str, str] = field(default_factory=dict)
+
+    def offered_model(self, name: str | None) -> str:
+        """The litellm model for a name the environment's code gave; only the
+        host's choices: ``sub_model`` (also for None), a key of ``sub_models``
+        or one of its models. Anything else is the code's error, and no
+        request (and no credential) goes to a model the environment named."""
+        if name is None or name == self.sub_model:
+            return self.sub_model
+        if name in self.sub_models:
+            return self.sub_models[name]
+        if name in self.sub_models.values():
+            return name
+        offered = ", ".join(sorted({self.sub_model, *self.sub_models})) or self.sub_model
+        raise SubCallError(
+            f"model {name!r} is not one the host offers; use one of: {offered} "
+            "(or leave model out for the default)"
+        )
 
     def record(self, broker: Broker) -> dict[str, Any]:
         """What a replay needs to rebuild this tree (JSON values, no credentials)."""
@@ -46,6 +66,7 @@ class Settings:
             "sub_options": public_options(self.sub_options),
             "stop_at_code_end": self.stop_at_code_end,
             "code_channel": self.code_channel,
+            "sub_models": self.sub_models,
             "max_concurrency": broker.max_concurrency,
             "windows": broker.windows,
         }

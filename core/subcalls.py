@@ -111,7 +111,7 @@ class LoopSubCalls:
         try:
             return await self.tree.broker.call(
                 [{"role": "user", "content": str(prompt)}],
-                model=model or self.tree.settings.sub_model,
+                model=self.tree.settings.offered_model(model),
                 role=Role.SUB,
                 depth=self.depth + 1,
                 run_id=self.run_id,
@@ -124,7 +124,7 @@ class LoopSubCalls:
     async def allm_batch(self, prompts: Sequence[str], model: str | None = None) -> list[str]:
         return await self.tree.broker.batch(
             [str(p) for p in prompts],
-            model=model or self.tree.settings.sub_model,
+            model=self.tree.settings.offered_model(model),
             depth=self.depth + 1,
             run_id=self.run_id,
             exec_id=self.exec_id,

@@ -7,10 +7,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from polyrlm.parsing import format_exec_observation
 from polyrlm.prompts import RUN_CODE_TOOL
 from polyrlm.provider import Reply
+from polyrlm.records import ExecResult
 
-__all__ = ["CACHE_MARK", "assistant_message", "cache_marked", "run_code_argument", "tool_result"]
+__all__ = [
+    "CACHE_MARK",
+    "assistant_message",
+    "cache_marked",
+    "observation",
+    "run_code_argument",
+    "tool_result",
+]
 
 #: The prompt-cache breakpoint (Anthropic's ``cache_control``; litellm passes
 #: it on to the providers that take it).
@@ -71,3 +80,17 @@ def cache_marked(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if len(marked) > 1:
         marked[-1] = _marked(marked[-1])
     return marked
+
+
+def observation(result: ExecResult, max_chars: int) -> str:
+    """What the model is shown of one execution: its output and error (head
+    and tail kept within ``max_chars``), and notes on what was dropped or lost."""
+    shown, _ = format_exec_observation(result.output, result.error, max_chars)
+    if result.truncated_chars:
+        shown += f"\n[{result.truncated_chars} more characters of output were dropped]"
+    if result.restarted:
+        shown += (
+            "\n[The environment was restarted: every variable you made is lost; "
+            "the context is loaded again.]"
+        )
+    return shown

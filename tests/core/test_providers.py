@@ -3,6 +3,8 @@ litellm's map, replies cut after their code block, clear and fast errors."""
 
 from __future__ import annotations
 
+import gc
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -155,3 +157,22 @@ def test_cached_prompt_tokens_are_counted_for_anthropic_and_openai() -> None:
             assert system[-1]["cache_control"] == {"type": "ephemeral"}
         cached = sum(call.cached_tokens for call in served)
         assert cached > 0 and result.usage.total.cached_prompt_tokens == cached
+
+
+def test_runs_leave_no_socket_open() -> None:
+    # litellm caches an HTTP client per event loop, and each completion() has
+    # a loop of its own: its clients are closed when it ends, or every run
+    # would leave sockets open until the garbage collector finds them.
+    def reply(view: dict[str, Any]) -> str:
+        root = view["messages"][0]["role"] == "system"
+        return "```python\nFINAL(llm_query('x'))\n```" if root else "pong"
+
+    with FakeOpenAIServer(reply) as server:
+        rlm = RLM("openai/gpt-4o-mini", api_base=server.base_url, api_key="k")
+        rlm.completion("q", "c")  # the first run imports and opens what stays open
+        gc.collect()
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(5):
+            assert rlm.completion("q", "c").answer == "pong"
+        gc.collect()  # an unclosed socket would raise ResourceWarning here (an error)
+        assert len(os.listdir("/proc/self/fd")) <= before
