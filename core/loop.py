@@ -73,6 +73,9 @@ REPLY_ROOM_TOKENS = 4_096
 #: compacted to this fraction of the tokens refused.
 RETRY_WINDOW_FRACTION = 0.7
 
+#: Characters of an environment's own failure (not the code's) shown to the model.
+ENV_FAILURE_CHARS = 2_000
+
 #: Seconds past the deadline after which a run still going is stopped from
 #: outside; with the partial answer's read and the closing, it has ended
 #: within :data:`~polyrlm.config.DEADLINE_GRACE_S`.
@@ -376,6 +379,11 @@ class Tree:
                 timed_out=True,
                 restarted=True,
             )
+        except FatalError:
+            raise
+        except Exception as exc:  # a backend that broke on hostile code: the model's error
+            text = repr(exc)[:ENV_FAILURE_CHARS]
+            result = ExecResult(error=f"the environment failed on this block: {text}")
         finally:
             s.subcalls.end()  # its sub-calls still in flight are cancelled
         self.emit(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import linecache
 import numbers
+import reprlib
 import threading
 import traceback
 import types
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "ANSWER_MAX_DEPTH",
     "PROVIDED",
     "PYCELL_MODULE",
     "Capped",
@@ -40,6 +42,9 @@ __all__ = [
 
 #: The module name this file's source gets inside a kernel or a sandbox.
 PYCELL_MODULE = "_polyrlm_pycell"
+#: Levels of lists and dicts an answer keeps; deeper (or self-holding) parts
+#: become a short repr, so every answer can be written to a trajectory.
+ANSWER_MAX_DEPTH = 100
 
 #: One cell compiles at a time per process: CPython 3.11's AST builder keeps
 #: its recursion count per interpreter, so two threads building ASTs at once
@@ -58,23 +63,26 @@ PROVIDED = (
 )
 
 
-def plain_answer(value: Any) -> Any:
+def plain_answer(value: Any, depth: int = 0) -> Any:
     """The answer as JSON-able data: str, numbers, bools, None, lists and
     dicts of those are kept; numpy scalars become their Python value;
-    anything else becomes its ``str``."""
+    anything else becomes its ``str``; below :data:`ANSWER_MAX_DEPTH` levels
+    (a list that holds itself, say) what is left becomes a short ``repr``."""
     if value is None or isinstance(value, str | int | float | bool):
         return value
     if isinstance(value, numbers.Integral):  # numpy and friends
         return int(value)
     if isinstance(value, numbers.Real):
         return float(value)
+    if depth >= ANSWER_MAX_DEPTH and isinstance(value, list | tuple | dict):
+        return reprlib.repr(value)
     if isinstance(value, list | tuple):
-        return [plain_answer(v) for v in value]
+        return [plain_answer(v, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {str(k): plain_answer(v) for k, v in value.items()}
+        return {str(k): plain_answer(v, depth + 1) for k, v in value.items()}
     if getattr(value, "shape", None) == () and callable(getattr(value, "item", None)):
         try:  # a numpy bool or 0-d array: its Python value
-            return plain_answer(value.item())
+            return plain_answer(value.item(), depth + 1)
         except Exception:
             pass
     return str(value)
