@@ -2,31 +2,61 @@
 
 One :class:`Bridge` per environment: a Unix socket in a private temporary
 directory (mode 0700), served by a thread of its own for the environment's
-lifetime. The protocol is JSON lines; every request carries the
-environment's random token::
+lifetime. The protocol is JSON lines. A connection starts with the
+environment's random token on a line of its own; the bridge answers with a
+greeting, then serves requests one at a time (the next line is read once
+the last reply is written). Requests carry no token: the connection is
+authenticated (a ``token`` field, if sent, is ignored)::
 
-    {"token": "...", "id": 1, "method": "llm_batch", "params": {"prompts": ["..."]}}
+    <token>
+    {"authenticated": true, "max_request_bytes": 67108864}
+    {"id": 1, "method": "llm_batch", "params": {"prompts": ["..."]}}
     {"id": 1, "result": ["...", "..."], "failures": {"1": "why item 1 failed"}}
-    {"id": 1, "error": {"type": "SubCallError", "message": "..."}}
+    {"id": 2, "method": "llm_query", "params": {"prompt": "..."}}
+    {"id": 2, "error": {"type": "SubCallError", "message": "..."}}
 
-Methods: ``llm_query``, ``llm_batch``, ``rlm_query``, ``rlm_batch``. Requests
-on one connection are served concurrently (each waits in a worker thread on
-the environment's blocking :class:`SubCalls`); a ``llm_batch`` of 1,000 is
-one request that fans out in the broker. A malformed, oversized or
-unauthenticated request gets an error reply and harms nothing else. The
-client side is :mod:`polyrlm.bridge_client` (standard library only).
+Methods: ``llm_query``, ``llm_batch``, ``rlm_query``, ``rlm_batch``; each
+request waits in a worker thread on the environment's blocking
+:class:`SubCalls`, and a ``llm_batch`` of 1,000 is one request that fans
+out in the broker. A malformed request gets a ``BadRequest`` reply and the
+connection goes on.
+
+Floods cost the host a bounded amount, per environment (so hostile code,
+which holds its own token, can slow only its own environment):
+
+* The token line is read first, at most :data:`BRIDGE_TOKEN_MAX_BYTES`
+  within :data:`BRIDGE_AUTH_TIMEOUT_S`; nothing else is parsed until it
+  matches (``hmac.compare_digest``). A wrong, long, missing or slow token
+  gets an ``Unauthorized`` line and the connection is closed.
+* At most :data:`BRIDGE_MAX_CONNECTIONS` sockets, unauthenticated ones
+  included; one past it gets a ``Busy`` line and is closed unread (the
+  client retries for a while).
+* A request line (its newline included) is at most
+  :data:`BRIDGE_MAX_REQUEST_BYTES`, read in pieces of
+  :data:`BRIDGE_READ_CHUNK_BYTES`; a longer one is refused (``BadRequest``)
+  and its connection closed before more of it is kept.
+* Request bytes held at once (being read or served) are at most
+  :data:`BRIDGE_MAX_HELD_BYTES` beyond one piece per connection: a request
+  longer than one piece first reserves the whole request cap, and waits
+  (its socket unread) until that much is free.
+* Requests in flight: one per connection, on at most
+  :data:`BRIDGE_MAX_WORKERS` threads.
+
+The client side is :mod:`polyrlm.bridge_client` (standard library only).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import secrets
 import shutil
+import socket
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,17 +64,41 @@ from typing import Any
 from polyrlm.environment import SubCallFailure, SubCalls
 from polyrlm.errors import PolyrlmError
 
-__all__ = ["BRIDGE_MAX_REQUEST_BYTES", "BRIDGE_MAX_WORKERS", "BRIDGE_START_TIMEOUT_S", "Bridge"]
+__all__ = [
+    "BRIDGE_AUTH_TIMEOUT_S",
+    "BRIDGE_MAX_CONNECTIONS",
+    "BRIDGE_MAX_HELD_BYTES",
+    "BRIDGE_MAX_REQUEST_BYTES",
+    "BRIDGE_MAX_WORKERS",
+    "BRIDGE_READ_CHUNK_BYTES",
+    "BRIDGE_START_TIMEOUT_S",
+    "BRIDGE_TOKEN_MAX_BYTES",
+    "Bridge",
+]
 
-#: Bytes one request line may take (a batch of prompts included).
-BRIDGE_MAX_REQUEST_BYTES = 256 * 1024**2
+#: Bytes of a connection's first line, the token (64 hex digits), newline included.
+BRIDGE_TOKEN_MAX_BYTES = 256
+#: Seconds a new connection has to send its token line (a client sends it at once).
+BRIDGE_AUTH_TIMEOUT_S = 5.0
+#: Bytes of one request line, newline included: a batch of 1,000 prompts of 64 KiB.
+BRIDGE_MAX_REQUEST_BYTES = 64 * 1024**2
+#: Bytes read from a socket at a time; a longer request reserves the whole cap first.
+BRIDGE_READ_CHUNK_BYTES = 64 * 1024
+#: Bytes of long requests one bridge holds at once (being read or served).
+BRIDGE_MAX_HELD_BYTES = 2 * BRIDGE_MAX_REQUEST_BYTES
+#: Sockets one bridge holds at once, unauthenticated ones included.
+BRIDGE_MAX_CONNECTIONS = 32
+#: Worker threads waiting on sub-calls at once (one per request in flight).
+BRIDGE_MAX_WORKERS = 32
 #: Seconds the bridge thread may take to start listening.
 BRIDGE_START_TIMEOUT_S = 10.0
-#: Worker threads waiting on sub-calls at once (one per request in flight).
-BRIDGE_MAX_WORKERS = 64
 
 
 class _BadRequest(Exception):
+    pass
+
+
+class _TooLong(Exception):
     pass
 
 
@@ -65,6 +119,67 @@ def _model(params: dict[str, Any]) -> str | None:
     return None if model is None else _text(model, "model")
 
 
+class _HeldBytes:
+    """Bytes of long requests held at once; a taker past the limit waits."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._freed = asyncio.Event()
+
+    async def take(self, size: int) -> None:
+        # Nothing held: go ahead whatever the size, so a taker never waits forever.
+        while self.used and self.used + size > self.limit:
+            self._freed.clear()
+            await self._freed.wait()
+        self.used += size
+
+    def give(self, size: int) -> None:
+        self.used -= size
+        self._freed.set()
+
+
+class _Lines:
+    """Lines of one connection, each read in pieces up to a cap: a line that
+    is too long is refused having kept at most the cap and one piece."""
+
+    def __init__(self, reader: asyncio.StreamReader, held: _HeldBytes) -> None:
+        self.reader = reader
+        self.held = held
+        self.reserved = 0  # bytes of `held` this connection's request holds
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of the buffer known to hold no newline
+
+    async def next(self, cap: int) -> bytearray | None:
+        """The next line without its newline; None at the end of the stream."""
+        while (end := self._buffer.find(b"\n", self._scanned)) < 0:
+            self._scanned = len(self._buffer)
+            if self._scanned >= cap:
+                raise _TooLong
+            if self._scanned >= BRIDGE_READ_CHUNK_BYTES and not self.reserved:
+                # Reserve the worst case once, so two long requests never wait
+                # on each other's half-read bytes (no deadlock).
+                await self.held.take(cap)
+                self.reserved = cap
+            piece = await self.reader.read(BRIDGE_READ_CHUNK_BYTES)
+            if not piece:
+                return None
+            self._buffer += piece
+        if end >= cap:
+            raise _TooLong
+        line, self._buffer = self._buffer, self._buffer[end + 1 :]  # no copy of the line
+        del line[end:]
+        self._scanned = 0
+        if self.reserved:
+            self.release(keep=len(line))
+        return line
+
+    def release(self, keep: int = 0) -> None:
+        """Give back what this connection holds beyond ``keep`` bytes."""
+        self.held.give(self.reserved - keep)
+        self.reserved = keep
+
+
 class Bridge:
     """Serves one environment's sub-calls on a Unix socket until closed."""
 
@@ -75,13 +190,22 @@ class Bridge:
         self.path = self.directory / "bridge.sock"
         self._loop = asyncio.new_event_loop()
         self._executor = ThreadPoolExecutor(BRIDGE_MAX_WORKERS, "polyrlm-bridge-call")
-        self._server: asyncio.AbstractServer | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._conns: set[socket.socket] = set()  # accepted and not yet closed
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+        self._held = _HeldBytes(BRIDGE_MAX_HELD_BYTES)
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._serve, name="polyrlm-bridge", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(BRIDGE_START_TIMEOUT_S) or self._error is not None:
+        try:
+            self._thread.start()
+        except RuntimeError as exc:  # out of threads: leave nothing behind
+            self._error = exc
+            self._listener.close()
+            self._loop.close()
+        else:
+            self._ready.wait(BRIDGE_START_TIMEOUT_S)
+        if not self._ready.is_set() or self._error is not None:
             self.close()
             raise PolyrlmError(f"the host bridge did not start: {self._error}")
 
@@ -90,93 +214,141 @@ class Bridge:
         """Environment variables that tell a client where and how to connect."""
         return {"POLYRLM_BRIDGE": str(self.path), "POLYRLM_BRIDGE_TOKEN": self.token}
 
+    @property
+    def connections(self) -> int:
+        """Connections open now, authenticated or not (at most the cap)."""
+        return len(self._conns)
+
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._loop.set_default_executor(self._executor)
         try:
-            self._server = self._loop.run_until_complete(
-                asyncio.start_unix_server(
-                    self._client, path=str(self.path), limit=BRIDGE_MAX_REQUEST_BYTES
-                )
-            )
+            self._listener.bind(str(self.path))
+            self._listener.listen(BRIDGE_MAX_CONNECTIONS)
+            self._listener.setblocking(False)
         except BaseException as exc:
             self._error = exc
             self._ready.set()
+            self._listener.close()
             self._loop.close()
             return
+        self._spawn(self._accept())
         self._ready.set()
         self._loop.run_forever()
         # Closing: stop listening; calls still waiting on the broker are not
         # waited for (their environment is going away).
-        self._server.close()
         tasks = asyncio.all_tasks(self._loop)
         for task in tasks:
             task.cancel()
-        for writer in list(self._writers):
-            writer.close()
         self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        self._loop.run_until_complete(self._server.wait_closed())
+        for conn in list(self._conns):  # those whose task never started
+            conn.close()
+        self._listener.close()
         self._loop.run_until_complete(asyncio.sleep(0))  # transports finish closing
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._loop.close()
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        lock = asyncio.Lock()
-        tasks: set[asyncio.Task[None]] = set()
-        self._writers.add(writer)
+    async def _accept(self) -> None:
+        # Our own accept loop, not asyncio's server: the count goes up as a
+        # socket is accepted, so the host never holds more than the cap (and
+        # the one it is refusing).
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(self._listener)
+            except OSError:  # out of file descriptors, say: try again, never stop serving
+                await asyncio.sleep(0.1)
+                continue
+            if len(self._conns) >= BRIDGE_MAX_CONNECTIONS:
+                busy = _error(
+                    None, "Busy", f"the bridge holds {BRIDGE_MAX_CONNECTIONS} connections"
+                )
+                with contextlib.suppress(OSError):
+                    conn.send(_encode(busy))  # unread, and at once: a fresh socket takes it
+                conn.close()
+                continue
+            self._conns.add(conn)
+            self._spawn(self._client(conn))
 
-        async def reply(message: dict[str, Any]) -> None:
-            data = json.dumps(message, ensure_ascii=False).encode() + b"\n"
-            async with lock:
-                writer.write(data)
-                await writer.drain()
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
+    async def _client(self, conn: socket.socket) -> None:
+        writer: asyncio.StreamWriter | None = None
         try:
-            while True:
-                try:
-                    line = await reader.readline()
-                except (ValueError, asyncio.LimitOverrunError):
-                    await reply(_error(None, "BadRequest", "request too large"))
-                    break
-                if not line:
-                    break
-                task = asyncio.create_task(self._answer(line, reply))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+            # The reader's limit only sizes its buffer (lines are read in
+            # pieces): past twice that a stream stops reading its socket, so
+            # about one socket read is buffered before the token is checked.
+            reader, writer = await asyncio.open_unix_connection(
+                sock=conn, limit=BRIDGE_TOKEN_MAX_BYTES
+            )
+            lines = _Lines(reader, self._held)
+            try:
+                if await self._authenticate(lines, writer):
+                    ready = {"authenticated": True, "max_request_bytes": BRIDGE_MAX_REQUEST_BYTES}
+                    writer.write(_encode(ready))
+                    await self._requests(lines, writer)
+            finally:
+                lines.release()
         except (ConnectionError, OSError):
             pass  # the client went away; nothing to answer
         finally:
-            self._writers.discard(writer)
-            writer.close()
+            self._conns.discard(conn)
+            if writer is None:
+                conn.close()
+            elif writer.transport.get_write_buffer_size():
+                writer.transport.abort()  # a client that does not read loses the rest at once
+            else:
+                writer.close()  # and its socket
 
-    async def _answer(self, line: bytes, reply: Callable[[dict[str, Any]], Any]) -> None:
+    async def _authenticate(self, lines: _Lines, writer: asyncio.StreamWriter) -> bool:
+        try:
+            async with asyncio.timeout(BRIDGE_AUTH_TIMEOUT_S):
+                token = await lines.next(BRIDGE_TOKEN_MAX_BYTES)
+        except (TimeoutError, _TooLong):
+            token = None
+        if token is not None and hmac.compare_digest(token.strip(), self.token.encode()):
+            return True
+        _refuse(writer, "Unauthorized", "the first line must be the bridge token")
+        return False
+
+    async def _requests(self, lines: _Lines, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                line = await lines.next(BRIDGE_MAX_REQUEST_BYTES)
+            except _TooLong:
+                message = f"a request takes at most {BRIDGE_MAX_REQUEST_BYTES:,} bytes"
+                _refuse(writer, "BadRequest", message)
+                return
+            if line is None:
+                return
+            # Parsed and answered in a worker: a large request never stalls the loop.
+            reply = await loop.run_in_executor(None, self._answer, line)
+            del line
+            writer.write(reply)
+            await writer.drain()
+            lines.release()
+
+    def _answer(self, line: bytearray) -> bytes:
         request_id: Any = None
         try:
             request = json.loads(line)
             if not isinstance(request, dict):
                 raise _BadRequest("a request must be a JSON object")
             request_id = request.get("id")
-            token = request.get("token")
-            if not isinstance(token, str) or not hmac.compare_digest(token, self.token):
-                await reply(_error(request_id, "Unauthorized", "bad or missing token"))
-                return
             params = request.get("params") or {}
             if not isinstance(params, dict):
                 raise _BadRequest("params must be an object")
-            result = await asyncio.get_running_loop().run_in_executor(
-                None, self._call, str(request.get("method")), params
-            )
-            await reply({"id": request_id, **result})
+            return _encode({"id": request_id, **self._call(str(request.get("method")), params)})
         except (_BadRequest, ValueError) as exc:
-            await reply(_error(request_id, "BadRequest", str(exc)))
+            return _encode(_error(request_id, "BadRequest", str(exc)))
         except PolyrlmError as exc:
-            await reply(_error(request_id, type(exc).__name__, str(exc)))
-        except (ConnectionError, OSError):
-            pass
+            return _encode(_error(request_id, type(exc).__name__, str(exc)))
         except Exception as exc:  # a bug must reach the client, not kill the bridge
-            await reply(_error(request_id, type(exc).__name__, str(exc)))
+            return _encode(_error(request_id, type(exc).__name__, str(exc)))
 
     def _call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         sc = self.subcalls
@@ -201,6 +373,17 @@ class Bridge:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(BRIDGE_START_TIMEOUT_S)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _encode(message: dict[str, Any]) -> bytes:
+    # surrogatepass: a lone surrogate in a prompt comes back as it went in
+    # (json.loads decodes bytes the same way) instead of failing the reply.
+    return json.dumps(message, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n"
+
+
+def _refuse(writer: asyncio.StreamWriter, kind: str, message: str) -> None:
+    """One error line; the caller returns, and :meth:`Bridge._client` closes."""
+    writer.write(_encode(_error(None, kind, message)))
 
 
 def _error(request_id: Any, kind: str, message: str) -> dict[str, Any]:

@@ -6,17 +6,28 @@ a shell runs it as a command (``python bridge_client.py llm PROMPT``). It
 finds the bridge through ``POLYRLM_BRIDGE`` (the socket path) and
 ``POLYRLM_BRIDGE_TOKEN``. Nothing here imports polyrlm: the host's
 package, its memory and its credentials stay on the host.
+
+Each call is one connection (the protocol is in :mod:`polyrlm.bridge`):
+the token line, the host's greeting, one request, its reply. A request
+longer than the greeting's ``max_request_bytes`` is refused here, before
+it is sent. While the host is at its connection limit (a ``Busy`` reply,
+given before anything is read) the call waits and retries, for at most
+:data:`BUSY_WAIT_S`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import sys
+import time
 from typing import Any
 
 __all__ = [
+    "BUSY_RETRY_S",
+    "BUSY_WAIT_S",
     "SubCallError",
     "SubCallFailure",
     "call",
@@ -28,8 +39,18 @@ __all__ = [
 ]
 
 
+#: Seconds a call keeps retrying while the host bridge is at its connection limit.
+BUSY_WAIT_S = 60.0
+#: Seconds between those retries: the first, and the longest (it doubles).
+BUSY_RETRY_S = (0.01, 0.5)
+
+
 class SubCallError(Exception):
     """A sub-call failed (after the host's retries) or was refused."""
+
+
+class _Busy(SubCallError):
+    """The host refused the connection unread (too many open): safe to retry."""
 
 
 class SubCallFailure(str):
@@ -50,25 +71,61 @@ def call(method: str, params: dict[str, Any]) -> dict[str, Any]:
     token = os.environ.get("POLYRLM_BRIDGE_TOKEN")
     if not path or not token:
         raise SubCallError("no host bridge here (POLYRLM_BRIDGE is not set)")
-    request = {"token": token, "id": 1, "method": method, "params": params}
+    request = {"id": 1, "method": method, "params": params}
     try:
         data = json.dumps(request, ensure_ascii=False).encode() + b"\n"
     except (TypeError, ValueError) as exc:
         raise SubCallError(f"arguments must be JSON data (str, list, dict): {exc}") from None
+    deadline = time.monotonic() + BUSY_WAIT_S
+    pause, longest = BUSY_RETRY_S
+    while True:
+        try:
+            return _exchange(path, token.encode() + b"\n", data)
+        except _Busy as exc:
+            if time.monotonic() + pause > deadline:
+                raise SubCallError(
+                    f"the host bridge stayed busy for {BUSY_WAIT_S:g} s: {exc}"
+                ) from None
+        time.sleep(pause)
+        pause = min(2 * pause, longest)
+
+
+def _exchange(path: str, token_line: bytes, data: bytes) -> dict[str, Any]:
+    """One connection: the token, the host's greeting, the request, its reply."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         try:
             sock.connect(path)
-            sock.sendall(data)
             with sock.makefile("rb") as stream:
-                line = stream.readline()
+                _send(sock, token_line)
+                limit = _reply(stream.readline()).get("max_request_bytes")
+                if isinstance(limit, int) and len(data) > limit:
+                    raise SubCallError(
+                        f"the request takes {len(data):,} bytes; the host bridge takes at most "
+                        f"{limit:,} (split the batch, or pass less context)"
+                    )
+                _send(sock, data)
+                return _reply(stream.readline())
         except OSError as exc:
             raise SubCallError(f"the host bridge is unreachable: {exc}") from None
+
+
+def _send(sock: socket.socket, data: bytes) -> None:
+    # The host may have refused and closed first: its reply line, read next, says why.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        sock.sendall(data)
+
+
+def _reply(line: bytes) -> dict[str, Any]:
     if not line:
         raise SubCallError("the host bridge closed the connection without a reply")
-    reply: dict[str, Any] = json.loads(line)
+    try:
+        reply: dict[str, Any] = json.loads(line)
+    except ValueError:
+        raise SubCallError(f"the host bridge sent a malformed reply: {line[:80]!r}") from None
     if "error" in reply:
         error = reply["error"]
-        raise SubCallError(f"{error.get('type')}: {error.get('message')}")
+        kind = _Busy if error.get("type") == "Busy" else SubCallError
+        raise kind(f"{error.get('type')}: {error.get('message')}")
     return reply
 
 
