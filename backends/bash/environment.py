@@ -18,6 +18,12 @@ directory, variables, functions and files persist between blocks.
   ``llm_batch``, ``rlm`` through the host bridge, ``to_json`` /
   ``from_json``, and ``final``, which writes an answer file the host reads
   after every block.
+* **Caps** (:class:`~polyrlm.sandbox.SandboxConfig`): each process's
+  address space, one file's size, ``/tmp`` (a tmpfs), and, watched from the
+  host (:class:`~polyrlm.sandbox.SandboxWatch`), the sandbox's processes
+  and threads and the bytes of its working directory: past a cap every
+  process of the sandbox is killed and the shell restarted (past the disk
+  cap, the working directory is emptied).
 * **Limits**: a block past ``exec_timeout_s`` is interrupted (the shell
   aborts it, and every process it started gets SIGINT, then SIGKILL; its
   variables stay); a shell that does not stop within ``interrupt_grace_s``
@@ -48,6 +54,7 @@ from pydantic import Field, model_validator
 from polyrlm.backends.bash.context_files import ContextPlan, place_context
 from polyrlm.backends.bash.guide import bash_guide
 from polyrlm.backends.bash.reports import (
+    BASH_ANSWER_MAX_BYTES,
     error_text,
     model_variables,
     read_answer_file,
@@ -56,9 +63,8 @@ from polyrlm.backends.bash.reports import (
 )
 from polyrlm.backends.bash.sandbox import (
     HostDirs,
-    SandboxFlag,
     bwrap_argv,
-    choose_sandbox,
+    guest_python,
     host_layout,
     sandbox_layout,
     shell_env,
@@ -76,6 +82,13 @@ from polyrlm.bridge import Bridge
 from polyrlm.environment import ContractSnippets, EnvConfig, Environment, SubCalls
 from polyrlm.errors import BackendUnavailable, EnvironmentCrashed
 from polyrlm.records import ExecResult, State
+from polyrlm.sandbox import (
+    SandboxConfig,
+    SandboxFlag,
+    SandboxWatch,
+    choose_sandbox,
+    preexec_limits,
+)
 
 __all__ = [
     "BASH_ANSWER_MAX_BYTES",
@@ -92,8 +105,6 @@ BASH_START_TIMEOUT_S = 10.0
 BASH_INTERRUPT_GRACE_S = 5.0
 #: Characters of ``read_state``'s variable listing read at most.
 BASH_QUERY_OUTPUT_CHARS = 1_000_000
-#: Bytes of the answer file read at most (the rest is cut, with a note).
-BASH_ANSWER_MAX_BYTES = 16 * 1024**2
 
 BASH_CONTRACT = ContractSnippets(
     print_hello="echo hello",
@@ -111,6 +122,15 @@ BASH_CONTRACT = ContractSnippets(
 T = TypeVar("T")
 
 
+def _empty(folder: Path) -> None:
+    """Remove everything in ``folder`` (the folder stays)."""
+    for entry in list(folder.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
 class BashEnvironment(Environment):
     """A persistent bash shell, sandboxed by bubblewrap when it is installed."""
 
@@ -120,14 +140,9 @@ class BashEnvironment(Environment):
     sandboxed = SandboxFlag()
     contract: ClassVar[ContractSnippets] = BASH_CONTRACT
 
-    class Config(EnvConfig):
-        """Options of the bash backend."""
+    class Config(SandboxConfig):
+        """Options of the bash backend (the caps: :class:`~polyrlm.sandbox.SandboxConfig`)."""
 
-        sandbox: bool | None = Field(
-            None,
-            description="Run under bubblewrap: True requires it, False never, "
-            "None when it is installed.",
-        )
         start_timeout_s: float = Field(
             BASH_START_TIMEOUT_S, gt=0, description="Seconds for the shell to start."
         )
@@ -152,7 +167,7 @@ class BashEnvironment(Environment):
         if config is not None and not isinstance(config, self.Config):
             config = self.Config(**config.model_dump(exclude_unset=True))
         super().__init__(subcalls, config)
-        self._bwrap, self.is_sandboxed = choose_sandbox(self.config.sandbox)
+        self._bwrap, self.is_sandboxed = choose_sandbox(self.config.sandbox, "bash")
         self._closed = False
         self._shell: ShellProcess | None = None
         self._plan = ContextPlan()
@@ -173,6 +188,7 @@ class BashEnvironment(Environment):
                 self.dirs.bin,
                 guest_bin=self.layout.bin,
                 answer_path=f"{self.layout.answer}/{ANSWER_FILE}",
+                python=guest_python(self.is_sandboxed),
             )
             (self.dirs.ctl / "init.sh").write_text(INIT_SCRIPT + STATE_FUNCTION)
             self._plan = place_context("", self.dirs.context, link=not self.is_sandboxed)
@@ -198,12 +214,24 @@ class BashEnvironment(Environment):
         if not self.is_sandboxed:
             return shell
         assert self._bwrap is not None and self.bridge is not None
-        return [
-            *bwrap_argv(
-                self._bwrap, self.dirs, self.bridge.directory, self._plan.root, self._plan.binds
-            ),
-            *shell,
-        ]
+        context = (self._plan.root, self._plan.binds)
+        return bwrap_argv(
+            self._bwrap,
+            self.dirs,
+            self.bridge.directory,
+            context,
+            self.config.disk_limit_bytes,
+            shell,
+        )
+
+    def _watch(self, launcher: int) -> SandboxWatch:
+        cfg = self.config
+        return SandboxWatch(
+            launcher,
+            process_limit=cfg.process_limit,
+            disk=(self.dirs.work, self.dirs.answer),
+            disk_limit_bytes=cfg.disk_limit_bytes,
+        )
 
     def _start(self) -> None:
         assert self.bridge is not None
@@ -216,7 +244,17 @@ class BashEnvironment(Environment):
             sandboxed=self.is_sandboxed,
         )
         launcher = "bwrap" if self.is_sandboxed else None
-        shell = ShellProcess(self._argv(), env, self.dirs.work, launcher)
+        cfg = self.config
+        shell = ShellProcess(
+            self._argv(),
+            env,
+            self.dirs.work,
+            launcher,
+            preexec=preexec_limits(
+                cfg.memory_limit_bytes, cfg.disk_limit_bytes if self.is_sandboxed else None
+            ),
+            watch=self._watch if self.is_sandboxed else None,
+        )
         try:
             init = shlex.quote(f"{self.layout.ctl}/init.sh")
             started = self._query(shell, f". {init}", redirect=False)
@@ -308,13 +346,20 @@ class BashEnvironment(Environment):
             cfg.interrupt_grace_s,
             cfg.capture_limit_chars,
         )
-        error = error_text(outcome, limit)
-        restarted = outcome.died or outcome.stuck
+        tripped = shell.watch.tripped if shell.watch is not None else None
+        error = error_text(outcome, limit, sandboxed=self.is_sandboxed, tripped=tripped)
+        # A cap may trip after the block's own end (a fork bomb in the background).
+        restarted = outcome.died or outcome.stuck or tripped is not None
         if restarted:
             self._stop()
+            if tripped is not None and tripped.kind == "disk":  # or it trips again at once
+                _empty(self.dirs.work)
+                _empty(self.dirs.answer)
             if not self._closed:
                 self._start()
-        answer = self._answer()
+        answer, problem = read_answer_file(self.dirs.answer / ANSWER_FILE)
+        if problem is not None:
+            error = f"{error}\n{problem}" if error else problem
         return ExecResult(
             output=outcome.output,
             error=error,
@@ -327,7 +372,7 @@ class BashEnvironment(Environment):
         )
 
     def _answer(self) -> str | None:
-        return read_answer_file(self.dirs.answer / ANSWER_FILE, BASH_ANSWER_MAX_BYTES)
+        return read_answer_file(self.dirs.answer / ANSWER_FILE)[0]
 
     def _read_state(self) -> State:
         shell = self._ensure()

@@ -65,7 +65,8 @@ final "$(wc -l < dates.txt) distinct dates"
 
 _SANDBOXED = """\
 This shell runs in a sandbox (bubblewrap): no network, a read-only system; only the
-working directory ($HOME, where you start) and /tmp are writable.
+working directory ($HOME, where you start) and /tmp are writable. Memory, processes and
+disk are capped; past a cap every process is stopped and the shell restarted.
 """
 
 _UNSANDBOXED = """\

@@ -18,20 +18,18 @@ rather than the shell, and defines the helper functions (all named
 
 from __future__ import annotations
 
-import os
 import shlex
-import sys
 from pathlib import Path
 
 from polyrlm import bridge_client
 from polyrlm.backends.bash import json_lines
+from polyrlm.sandbox import PythonLayout
 
 __all__ = [
     "ANSWER_FILE",
     "INIT_SCRIPT",
     "STATE_FUNCTION",
     "block_line",
-    "interpreter",
     "query_line",
     "write_commands",
 ]
@@ -104,7 +102,7 @@ mv -f "$answer.part" "$answer"
 """
 
 _PYTHON_COMMAND = """#!/bin/sh
-exec {python} -I -S {script} {command} "$@"
+{env}exec {python} -I -S {script} {command} "$@"
 """
 
 #: Command name -> (file copied into bin/, its first argument).
@@ -117,22 +115,23 @@ _PYTHON_COMMANDS = {
 }
 
 
-def interpreter() -> str:
-    """This interpreter's real path (a venv's ``python`` is a symlink)."""
-    return os.path.realpath(sys.executable)
-
-
-def write_commands(bin_dir: Path, *, guest_bin: str, answer_path: str) -> None:
+def write_commands(
+    bin_dir: Path, *, guest_bin: str, answer_path: str, python: PythonLayout
+) -> None:
     """Write the commands into ``bin_dir``; ``guest_bin`` is where the shell
-    sees that folder and ``answer_path`` where it sees the answer file."""
+    sees that folder, ``answer_path`` where it sees the answer file, and
+    ``python`` where it sees the host's interpreter."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     for module in (bridge_client, json_lines):
         source = Path(str(module.__file__))
         (bin_dir / source.name).write_text(source.read_text())
     scripts = {"final": _FINAL.format(answer=shlex.quote(answer_path))}
+    # Its own line: the bridge tests read the interpreter from the `exec` line.
+    env = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in python.env.items())
     for name, (script, command) in _PYTHON_COMMANDS.items():
         scripts[name] = _PYTHON_COMMAND.format(
-            python=shlex.quote(interpreter()),
+            env=env,
+            python=shlex.quote(python.base),
             script=shlex.quote(f"{guest_bin}/{script}"),
             command=command,
         )

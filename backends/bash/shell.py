@@ -29,11 +29,20 @@ import selectors
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from polyrlm.backends.bash import processes
 from polyrlm.pycell import Sink
+from polyrlm.sandbox import (
+    SandboxWatch,
+    deprioritize,
+    descendants,
+    find_payload,
+    kill_and_wait,
+    send,
+    snapshot,
+)
 
 __all__ = [
     "SHELL_DRAIN_READS",
@@ -44,6 +53,7 @@ __all__ = [
     "SHELL_STOP_TIMEOUT_S",
     "RunOutcome",
     "ShellProcess",
+    "members",
 ]
 
 #: Seconds between checks that the shell is alive while nothing is printed.
@@ -59,6 +69,15 @@ SHELL_STOP_TIMEOUT_S = 5.0
 #: Reads at most of what a dead shell left in its pipes (its orphans may
 #: still be writing: this bounds the drain).
 SHELL_DRAIN_READS = 64
+
+
+def members(root: int, group: int, keep: Iterable[int]) -> set[int]:
+    """Processes under ``root`` or in process group ``group``, minus ``keep``:
+    a block's commands, its background jobs and its orphans (reparented to
+    the sandbox's init, or still in the shell's group)."""
+    procs = snapshot()
+    found = descendants(root, procs) | {pid for pid, (_, pg) in procs.items() if pg == group}
+    return found - set(keep)
 
 
 @dataclass(frozen=True)
@@ -160,7 +179,14 @@ class ShellProcess:
     """
 
     def __init__(
-        self, argv: list[str], env: dict[str, str], cwd: Path, launcher: str | None
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        launcher: str | None,
+        *,
+        preexec: Callable[[], None] | None = None,
+        watch: Callable[[int], SandboxWatch] | None = None,
     ) -> None:
         self.proc = subprocess.Popen(
             argv,
@@ -170,7 +196,10 @@ class ShellProcess:
             env=env,
             cwd=cwd,
             start_new_session=True,  # its own process group: ours is never signalled
+            preexec_fn=preexec,
         )
+        #: Kills the sandbox past its caps (None unsandboxed).
+        self.watch = watch(self.proc.pid) if watch is not None else None
         self.launcher = launcher
         self.group = self.proc.pid
         self.shell_pid = self.proc.pid
@@ -189,8 +218,9 @@ class ShellProcess:
     def locate_shell(self) -> None:
         """Find the shell under the launcher (after the shell has answered once)."""
         if self.launcher is not None:
-            self.shell_pid, above = processes.find_shell(self.proc.pid, self.launcher)
+            self.shell_pid, above = find_payload(self.proc.pid, self.launcher)
             self._keep = above | {self.proc.pid}
+            deprioritize(self.shell_pid)
 
     @property
     def alive(self) -> bool:
@@ -198,7 +228,7 @@ class ShellProcess:
 
     def block_pids(self) -> set[int]:
         """Every process the shell started (background jobs and orphans too)."""
-        return processes.members(self.proc.pid, self.group, self._keep | {self.shell_pid})
+        return members(self.proc.pid, self.group, self._keep | {self.shell_pid})
 
     # -- one run --
 
@@ -238,7 +268,7 @@ class ShellProcess:
             elif now >= hard_stop:
                 return outcome(None)
             elif now >= next_kill:
-                processes.send(self.block_pids(), signal.SIGKILL)
+                send(self.block_pids(), signal.SIGKILL)
                 next_kill = now + SHELL_KILL_ROUND_S
             wake = min(deadline if not timed_out else min(next_kill, hard_stop), now + SHELL_POLL_S)
             self._read(run, max(wake - now, 0.0))
@@ -248,7 +278,7 @@ class ShellProcess:
                         break
                 return outcome(None, died=True, exit_code=self._reap())
         if timed_out:  # background jobs ignore SIGINT: what is left goes now
-            processes.kill_and_wait(self.block_pids(), SHELL_KILL_ROUND_S)
+            kill_and_wait(self.block_pids(), SHELL_KILL_ROUND_S)
         return outcome(run.status())
 
     def _read(self, run: _Run, wait: float) -> int:
@@ -278,8 +308,8 @@ class ShellProcess:
         ignored SIGINT is killed (bash goes on with the next command when a
         child dies of anything but SIGINT, even if the shell got a SIGINT).
         """
-        processes.send([self.shell_pid], signal.SIGUSR1)
-        processes.send(self.block_pids(), signal.SIGINT)
+        send([self.shell_pid], signal.SIGUSR1)
+        send(self.block_pids(), signal.SIGINT)
 
     # -- the end --
 
@@ -294,8 +324,10 @@ class ShellProcess:
         from any thread, any number of times."""
         if self._stopped:
             return
-        pids = processes.members(self.proc.pid, self.group, ()) | {self.proc.pid}
-        processes.send(pids, signal.SIGKILL)
+        if self.watch is not None:  # the sandbox's init: every process in it at once
+            self.watch.kill()
+        pids = members(self.proc.pid, self.group, ()) | {self.proc.pid}
+        send(pids, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.group, signal.SIGKILL)
 
@@ -305,6 +337,8 @@ class ShellProcess:
             return
         self.kill_tree()
         self._reap()
+        if self.watch is not None:
+            self.watch.stop()
         self._stopped = True
         self._selector.close()
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):

@@ -1,28 +1,28 @@
 """``python``: the model's code runs in a Jupyter kernel of its own.
 
 jupyter_client drives an ipykernel process started from this interpreter,
-with a minimal environment (no host API keys), in a private working
-directory, over IPC sockets in that directory. Sub-calls reach the host
-through the bridge (:mod:`polyrlm.bridge`). A cell past its timeout is
+with a minimal environment (no host API keys), over IPC sockets in the
+environment's own folder. By default (``Config.sandbox``, when bubblewrap is
+installed) the kernel runs in a sandbox (:mod:`polyrlm.sandbox`, folders in
+:mod:`polyrlm.backends.python.kernel_launch`): its own namespaces, an
+unprivileged user, no host files but the read-only system, interpreter and
+context, no network, capped memory, processes and private disk. Sub-calls
+reach the host through the bridge (:mod:`polyrlm.bridge`). What the kernel
+sends is capped and checked on the host
+(:mod:`~polyrlm.backends.python.kernel_io`,
+:mod:`~polyrlm.backends.python.kernel_report`). A cell past its timeout is
 interrupted (its variables survive); a kernel that dies is restarted, the
 context loaded again, and the model told that its variables were lost.
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import json
-import os
 import pickle
-import queue
-import re
-import resource
 import shutil
+import signal
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,21 +31,54 @@ from typing import Any, ClassVar, TypeVar
 from jupyter_core.utils import ensure_event_loop
 from pydantic import Field
 
-from polyrlm import bridge_client
 from polyrlm.backends.python.guide import python_guide
 from polyrlm.backends.python.inline import PYTHON_CONTRACT, context_hint
+from polyrlm.backends.python.kernel_io import (
+    CellRun,
+    cap_sockets,
+    run_cell,
+    unwatch_sockets,
+    watch_sockets,
+)
+from polyrlm.backends.python.kernel_launch import (
+    RESTORE_HELPERS,
+    KernelDirs,
+    boot_code,
+    guide_note,
+    kernel_argv,
+    kernel_env,
+)
+from polyrlm.backends.python.kernel_report import (
+    UnreadableReport,
+    answer_of,
+    read_block_report,
+    read_variables,
+)
 from polyrlm.bridge import Bridge
 from polyrlm.contexts import load_python_context
-from polyrlm.environment import ContractSnippets, EnvConfig, Environment
-from polyrlm.errors import EnvironmentCrashed
-from polyrlm.pycell import PYCELL_MODULE, boot_source, own_source
+from polyrlm.environment import ContractSnippets, EnvConfig, Environment, SubCalls
+from polyrlm.errors import BackendUnavailable, EnvironmentCrashed
 from polyrlm.records import ExecResult, State, VarInfo
+from polyrlm.sandbox import (
+    SANDBOX_MEMORY_LIMIT_BYTES,
+    SandboxConfig,
+    SandboxFlag,
+    SandboxWatch,
+    choose_sandbox,
+    deprioritize,
+    descendants,
+    find_payload,
+    kill_and_wait,
+    preexec_limits,
+    send,
+    snapshot,
+)
 
 __all__ = [
-    "KERNEL_ENV_KEEP",
     "KERNEL_INTERRUPT_GRACE_S",
+    "KERNEL_KILL_WAIT_S",
     "KERNEL_MEMORY_LIMIT_BYTES",
-    "KERNEL_POLL_S",
+    "KERNEL_QUERY_TIMEOUT_S",
     "KERNEL_START_TIMEOUT_S",
     "KernelPythonEnvironment",
 ]
@@ -54,75 +87,56 @@ __all__ = [
 KERNEL_START_TIMEOUT_S = 60.0
 #: Seconds an interrupted cell may take to stop before the kernel is restarted.
 KERNEL_INTERRUPT_GRACE_S = 5.0
-#: Address space of the kernel process, in bytes (RLIMIT_AS).
-KERNEL_MEMORY_LIMIT_BYTES = 8 * 1024**3
-#: Seconds between checks that the kernel is still alive while a cell runs.
-KERNEL_POLL_S = 0.2
-#: Host environment variables the kernel inherits; nothing else (no API keys).
-KERNEL_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "PYTHONPATH")
+#: Address space of each kernel process, in bytes (RLIMIT_AS).
+KERNEL_MEMORY_LIMIT_BYTES = SANDBOX_MEMORY_LIMIT_BYTES
+#: Seconds to wait, on close or restart, until every killed process is gone.
+KERNEL_KILL_WAIT_S = 5.0
+#: Seconds ``read_state`` waits for each of its two queries.
+KERNEL_QUERY_TIMEOUT_S = 10.0
 
 T = TypeVar("T")
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_HERE = Path(__file__).resolve().parent
-
-
-def _prelude(capture_limit: int) -> str:
-    client = Path(bridge_client.__file__).read_text()
-    prelude = (_HERE / "kernel_prelude.py").read_text()
-    prelude = prelude.replace("__POLYRLM_CAPTURE_LIMIT__", str(capture_limit))
-    body = json.dumps(client + "\n" + prelude)
-    # A private namespace for the helpers; only the public names reach the user.
-    return boot_source(PYCELL_MODULE, own_source()) + (
-        "def __polyrlm_boot():\n"
-        "    ns = {'__name__': 'polyrlm_kernel'}\n"
-        f"    exec(compile({body}, '<polyrlm>', 'exec'), ns)\n"
-        "    ns['_install'](get_ipython().user_ns)\n"
-        "__polyrlm_boot()\ndel __polyrlm_boot\n"
-    )
-
-
-def _limit_memory(limit: int | None) -> Any:
-    if limit is None:
-        return None
-
-    def apply() -> None:  # runs in the child, before it execs the kernel
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    return apply
 
 
 class KernelPythonEnvironment(Environment):
-    """A Python REPL in a separate Jupyter kernel process."""
+    """A Python REPL in a separate Jupyter kernel process, sandboxed by
+    bubblewrap when it is installed."""
 
     name: ClassVar[str] = "python"
     language: ClassVar[str] = "python"
     fence_tags: ClassVar[tuple[str, ...]] = ("python", "py", "repl")
-    sandboxed: ClassVar[bool] = False  # its own process, but the host's user and files
+    sandboxed = SandboxFlag()
     contract: ClassVar[ContractSnippets] = PYTHON_CONTRACT
 
-    class Config(EnvConfig):
-        """Options of the Jupyter-kernel backend."""
+    class Config(SandboxConfig):
+        """Options of the Jupyter-kernel backend; the caps come from
+        :class:`~polyrlm.sandbox.SandboxConfig`."""
 
         start_timeout_s: float = Field(KERNEL_START_TIMEOUT_S, gt=0, description="Start-up.")
         interrupt_grace_s: float = Field(
             KERNEL_INTERRUPT_GRACE_S, gt=0, description="Seconds for an interrupt to land."
         )
-        memory_limit_bytes: int | None = Field(
-            KERNEL_MEMORY_LIMIT_BYTES, ge=2**28, description="RLIMIT_AS of the kernel."
-        )
 
     config: Config
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, subcalls: SubCalls, config: EnvConfig | None = None) -> None:
+        if config is not None and not isinstance(config, self.Config):
+            config = self.Config(**config.model_dump(exclude_unset=True))
+        super().__init__(subcalls, config)
+        self._bwrap, self.is_sandboxed = choose_sandbox(self.config.sandbox, "python")
         self.workdir = Path(tempfile.mkdtemp(prefix="polyrlm-kernel-"))
+        self.dirs = KernelDirs(self.workdir)
+        self.dirs.make()
         self.bridge = Bridge(self.subcalls)
-        self._context_file: Path | None = None
+        self._loaded = False
         self._hint = "an empty str"
         self.km: Any = None
         self.kc: Any = None
+        self.watch: SandboxWatch | None = None
+        self._kernel_pid: int | None = None
+        self._monitors: list[Any] = []
         # jupyter_client keeps an event loop per thread (in a context variable):
-        # every kernel call goes through this one thread, whose loop is closed last.
+        # every kernel call goes through this one thread, whose loop is closed
+        # last; the sandbox also dies with the thread that started it.
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="polyrlm-kernel")
         self._closed = False
         try:
@@ -139,44 +153,93 @@ class KernelPythonEnvironment(Environment):
     def _start(self) -> None:
         from jupyter_client.manager import KernelManager
 
+        cfg, dirs, bwrap = self.config, self.dirs, self._bwrap if self.is_sandboxed else None
+        bridge_dir = self.bridge.directory
+
         class _Manager(KernelManager):
             def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-                cmd: list[str] = super().format_kernel_cmd(extra_arguments)
-                cmd[0] = sys.executable  # this interpreter, not whatever `python` is on PATH
-                return cmd
+                # Ours, not the kernelspec's: this interpreter, maybe in bwrap.
+                conn = Path(self.connection_file)
+                return kernel_argv(
+                    dirs, conn, bwrap=bwrap, bridge_dir=bridge_dir, tmp_bytes=cfg.disk_limit_bytes
+                )
 
-        env = {k: os.environ[k] for k in KERNEL_ENV_KEEP if k in os.environ}
-        env.update(self.bridge.env)
-        km = _Manager(kernel_name="python3", transport="ipc", ip=str(self.workdir / "kernel"))
-        km.connection_file = str(self.workdir / "connection.json")
+        km = _Manager(kernel_name="python3", transport="ipc", ip=str(dirs.channels / "kernel"))
+        km.connection_file = str(dirs.private / "connection.json")
+        self.km = km
         km.start_kernel(
-            env=env,
+            env=kernel_env(self.bridge.env, self.is_sandboxed),
             cwd=str(self.workdir),
             stdout=subprocess.DEVNULL,  # the kernel's own chatter
             stderr=subprocess.DEVNULL,
-            preexec_fn=_limit_memory(self.config.memory_limit_bytes),
+            preexec_fn=preexec_limits(
+                cfg.memory_limit_bytes, cfg.disk_limit_bytes if self.is_sandboxed else None
+            ),
         )
-        self.km = km
+        provisioner: Any = km.provisioner  # a LocalProvisioner: it has the pid
+        launcher = int(provisioner.pid)
+        if self.is_sandboxed:
+            self.watch = SandboxWatch(
+                launcher,
+                process_limit=cfg.process_limit,
+                disk=(dirs.channels,),
+                disk_limit_bytes=cfg.disk_limit_bytes,
+            )
         self.kc = km.client()
+        cap_sockets(self.kc.context)  # before start_channels makes the sockets
         self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=self.config.start_timeout_s)
-        self._run_quiet(_prelude(self.config.capture_limit_chars))
-        if self._context_file is not None:
+        self._monitors = watch_sockets(self.kc)
+        try:
+            self.kc.wait_for_ready(timeout=cfg.start_timeout_s)
+        except RuntimeError as exc:
+            if self.is_sandboxed:
+                raise BackendUnavailable(
+                    f"the Python kernel did not start in its bubblewrap sandbox ({exc}); "
+                    "pass sandbox=False to run it unsandboxed"
+                ) from None
+            raise
+        self._kernel_pid = launcher
+        if self.is_sandboxed:
+            self._kernel_pid = find_payload(launcher, "bwrap")[0]
+            deprioritize(self._kernel_pid)
+        self._run_quiet(boot_code(cfg.capture_limit_chars))
+        if self._loaded:
             self._run_quiet(self._load_code())
 
     def _stop(self) -> None:
+        """Kill the kernel and every process it started; reap; close channels."""
         if self.kc is not None:
+            unwatch_sockets(self.kc, self._monitors)
+            self._monitors = []
             self.kc.stop_channels()
             self.kc = None
-        if self.km is not None:
+        km, self.km = self.km, None
+        if km is not None:
+            self._kill_tree(km)
             try:
-                self.km.shutdown_kernel(now=True)
+                km.shutdown_kernel(now=True)
             finally:
-                self.km.cleanup_resources()
-                self.km = None
+                km.cleanup_resources()
+        if self.watch is not None:
+            self.watch.stop()
+            self.watch = None
+
+    def _kill_tree(self, km: Any) -> None:
+        """SIGKILL the sandbox (its pid namespace: every process in it), or,
+        unsandboxed, the kernel and its descendants; wait until none runs."""
+        launcher = getattr(km.provisioner, "pid", None) if km.provisioner else None
+        if launcher is None:
+            return
+        tree = descendants(launcher, snapshot()) | {launcher}
+        if self.watch is not None:
+            self.watch.kill()
+        kill_and_wait(tree, KERNEL_KILL_WAIT_S)
 
     def _restart(self) -> None:
         self._stop()
+        for entry in self.dirs.channels.iterdir():  # old sockets; anything it left
+            with contextlib.suppress(OSError):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         self._start()
 
     def close(self) -> None:
@@ -189,9 +252,10 @@ class KernelPythonEnvironment(Environment):
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _kill_now(self) -> None:
-        """SIGKILL the kernel process; safe from any thread (a signal)."""
-        km = self.km
-        process = getattr(getattr(km, "provisioner", None), "process", None)
+        """SIGKILL the sandbox or the kernel; safe from any thread (a signal)."""
+        if self.watch is not None:
+            self.watch.kill()
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
         if process is not None:
             with contextlib.suppress(OSError):
                 process.kill()
@@ -202,92 +266,59 @@ class KernelPythonEnvironment(Environment):
 
     # -- running code --
 
-    def _run_quiet(self, code: str, expression: str | None = None) -> Any:
-        """Run set-up code; fail loudly (it is ours, not the model's)."""
-        result, reply = self._run(code, self.config.start_timeout_s, expression, silent=True)
-        if result.error is not None or result.timed_out or result.restarted:
-            raise EnvironmentCrashed(f"kernel set-up failed: {result.error}")
-        return reply
+    def _interrupt(self) -> None:
+        # The kernel itself, not bwrap's process group (bwrap would die of it).
+        if self._kernel_pid is not None:
+            send([self._kernel_pid], signal.SIGINT)
+
+    def _alive(self) -> bool:
+        return bool(self.km is not None and self.km.is_alive())
 
     def _run(
         self, code: str, timeout: float, expression: str | None, *, silent: bool = False
-    ) -> tuple[ExecResult, Any]:
-        started = time.perf_counter()
-        kc = self.kc
-        exprs = {"r": expression} if expression else {}
-        msg_id = kc.execute(code, silent=silent, store_history=False, user_expressions=exprs)
-        parts: list[str] = []
-        error: str | None = None
-        deadline = started + timeout
-        timed_out = False
-        while True:
-            now = time.perf_counter()
-            if now >= deadline:
-                if timed_out:  # the interrupt did not land: the kernel is stuck
-                    return self._lost("did not stop after an interrupt", started, True), None
-                timed_out = True
-                self.km.interrupt_kernel()
-                deadline = now + self.config.interrupt_grace_s
-            try:
-                # The channel's own poll: the client's get_iopub_msg spins an
-                # event loop per call, a millisecond per message.
-                wait = min(KERNEL_POLL_S, max(deadline - now, 0.001))
-                msg = kc.iopub_channel.get_msg(timeout=wait)
-            except queue.Empty:
-                if not self.km.is_alive():
-                    return self._lost("died", started, timed_out), None
-                continue
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream":
-                parts.append(content["text"])
-            elif kind in ("execute_result", "display_data"):
-                parts.append(content["data"].get("text/plain", "") + "\n")
-            elif kind == "error":
-                error = _ANSI.sub("", "\n".join(content["traceback"]))
-            elif kind == "status" and content["execution_state"] == "idle":
-                break
-        reply = self._shell_reply(msg_id)
-        if timed_out:
-            error = (
-                f"TimeoutError: the block ran longer than {timeout:g} s and was interrupted; "
-                "variables set before that are kept"
-            )
-        return (
-            ExecResult(
-                output="".join(parts),
-                error=error,
-                duration_s=time.perf_counter() - started,
-                timed_out=timed_out,
-            ),
-            reply,
+    ) -> CellRun:
+        return run_cell(
+            self.kc,
+            code,
+            expression=expression,
+            timeout=timeout,
+            grace=self.config.interrupt_grace_s,
+            limit=self.config.capture_limit_chars,
+            interrupt=self._interrupt,
+            alive=self._alive,
+            monitors=self._monitors,
+            silent=silent,
         )
 
-    def _shell_reply(self, msg_id: str) -> Any:
-        while True:
-            reply = self.kc.shell_channel.get_msg(timeout=self.config.start_timeout_s)
-            if reply["parent_header"].get("msg_id") == msg_id:
-                value = reply["content"].get("user_expressions", {}).get("r")
-                if value and value.get("status") == "ok":
-                    # text/plain is the repr of the JSON text: undo the repr first
-                    return json.loads(ast.literal_eval(value["data"]["text/plain"]))
-                return None
+    def _run_quiet(self, code: str, expression: str | None = None) -> CellRun:
+        """Run set-up code; fail loudly (it is ours, not the model's)."""
+        run = self._run(code, self.config.start_timeout_s, expression, silent=True)
+        if run.error is not None or run.timed_out or run.lost:
+            raise EnvironmentCrashed(f"kernel set-up failed: {run.error or run.lost}")
+        return run
 
-    def _lost(self, how: str, started: float, timed_out: bool) -> ExecResult:
-        code = self.km.exit_status() if hasattr(self.km, "exit_status") else None
+    def _lost(self, how: str, run: CellRun) -> ExecResult:
+        km = self.km
+        code = km.exit_status() if km is not None and hasattr(km, "exit_status") else None
         if self._closed:  # killed by close(): nothing to restart
             return ExecResult(error="the environment was closed", restarted=True)
+        tripped = self.watch.tripped if self.watch is not None else None
         self._restart()
+        why = (
+            f"was stopped with every process of its sandbox because {tripped.why}"
+            if tripped is not None
+            else how + (f" (exit status {code})" if code is not None else "")
+        )
         return ExecResult(
+            output=run.output,
             error=(
-                f"KernelDied: the Python kernel {how}"
-                + (f" (exit status {code})" if code is not None else "")
-                + "; it was restarted: every variable is lost, the context is loaded again"
+                f"KernelDied: the Python kernel {why}; it was restarted: every variable is "
+                "lost, the context is loaded again"
             ),
-            duration_s=time.perf_counter() - started,
+            truncated_chars=run.dropped,
+            duration_s=run.duration_s,
             restarted=True,
-            timed_out=timed_out,
+            timed_out=run.timed_out,
         )
 
     # -- the protocol --
@@ -295,7 +326,7 @@ class KernelPythonEnvironment(Environment):
     def _load_code(self) -> str:
         return (
             "import pickle as __p\n"
-            f"with open({str(self._context_file)!r}, 'rb') as __f:\n"
+            f"with open({self.dirs.context_file(self.is_sandboxed)!r}, 'rb') as __f:\n"
             "    context = __p.load(__f)\n"
             "if isinstance(context, dict):\n"
             "    globals().update({k: v for k, v in context.items() if isinstance(k, str)\n"
@@ -315,35 +346,64 @@ class KernelPythonEnvironment(Environment):
     def _load_context(self, context: Any) -> None:
         value = load_python_context(context)
         self._hint = context_hint(value)
-        self._context_file = self.workdir / "context.pickle"
-        with self._context_file.open("wb") as fh:
+        with (self.dirs.context / "context.pickle").open("wb") as fh:
             pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        self._loaded = True
         self._run_quiet(self._load_code())
 
     def _execute(self, code: str) -> ExecResult:
-        result, report = self._run(code, self.exec_limit_s(), "__polyrlm_report()")
-        if report is None:
-            return result
-        return result.model_copy(
-            update={
-                "answer_ready": bool(report["ready"]),
-                "answer": report["answer"] if report["ready"] else None,
-                "truncated_chars": int(report["dropped"]),
-            }
+        limit = self.exec_limit_s()
+        run = self._run(code, limit, "__polyrlm_report()")
+        if run.lost is not None:
+            return self._lost(run.lost, run)
+        error, ready, answer, dropped = run.error, False, None, run.dropped
+        if run.timed_out:
+            error = (
+                f"TimeoutError: the block ran longer than {limit:g} s and was "
+                "interrupted; variables set before that are kept"
+            )
+        if run.status == "ok" or run.status is None:  # an error reply carries no report
+            try:
+                report = read_block_report(run.value)
+            except UnreadableReport as exc:
+                problem: str | None = (
+                    f"ReportError: the block's result could not be read: {exc}; the report "
+                    "helpers were restored"
+                )
+                self._run(RESTORE_HELPERS, KERNEL_QUERY_TIMEOUT_S, None, silent=True)
+            else:
+                dropped += report.dropped
+                ready, answer, problem = answer_of(report)
+            if problem is not None:
+                error = f"{error}\n{problem}" if error else problem
+        return ExecResult(
+            output=run.output,
+            error=error,
+            truncated_chars=dropped,
+            duration_s=run.duration_s,
+            timed_out=run.timed_out,
+            answer_ready=ready,
+            answer=answer,
         )
 
     def _read_state(self) -> State:
-        state = self._run_quiet("", "__polyrlm_state()") or []
-        report = self._run_quiet("", "__polyrlm_report()") or {}
-        return State(
-            variables=tuple(VarInfo(**v) for v in state),
-            answer=report.get("answer"),
-            answer_ready=bool(report.get("ready")),
-        )
+        variables: list[VarInfo] = []
+        with contextlib.suppress(UnreadableReport):
+            listed = read_variables(
+                self._run("", KERNEL_QUERY_TIMEOUT_S, "__polyrlm_state()", silent=True).value
+            )
+            variables = [v.as_var_info() for v in listed]
+        ready, answer = False, None
+        with contextlib.suppress(UnreadableReport):
+            run = self._run("", KERNEL_QUERY_TIMEOUT_S, "__polyrlm_report()", silent=True)
+            ready, answer, _ = answer_of(read_block_report(run.value))
+        return State(variables=tuple(variables), answer=answer, answer_ready=ready)
 
     def prompt_guide(self) -> str:
         return python_guide(
-            flavour="a Jupyter kernel in its own process",
+            flavour="a Jupyter kernel in its own process, "
+            + ("sandboxed" if self.is_sandboxed else "NOT sandboxed"),
             context_hint=self._hint,
-            imports="numpy, pandas and the Python standard library are importable.\n",
+            imports="numpy, pandas and the Python standard library are importable.\n"
+            + guide_note(self.is_sandboxed),
         )

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from polyrlm.backends.bash import sandbox as bash_sandbox
+from polyrlm import sandbox
 from polyrlm.backends.bash.environment import BashEnvironment
 from polyrlm.errors import ConfigError
 from polyrlm.registry import Registry, plugin_manager
@@ -33,8 +33,8 @@ class TestUnsandboxedContract(EnvironmentContract):
 @pytest.fixture
 def no_bwrap(monkeypatch: pytest.MonkeyPatch) -> None:
     which = shutil.which
-    monkeypatch.setattr(bash_sandbox, "bwrap_path", lambda: None)
-    monkeypatch.setattr(bash_sandbox, "_warned", False)
+    monkeypatch.setattr(sandbox, "bwrap_path", lambda: None)
+    monkeypatch.setattr(sandbox, "_warned", set())
     monkeypatch.setattr(
         "shutil.which", lambda name, *a, **k: None if name == "bwrap" else which(name, *a, **k)
     )
