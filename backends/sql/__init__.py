@@ -21,6 +21,6 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
             target="polyrlm.backends.sql.environment:SqlEnvironment",
             requires=("duckdb", "pyarrow", "numpy"),
             extra="sql",
-            description="DuckDB SQL in the host process; the context read-only, no files written.",
+            description="DuckDB SQL in a worker process; the context read-only, no files written.",
         )
     )

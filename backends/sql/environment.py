@@ -1,49 +1,48 @@
 """``sql``: the context as DuckDB tables, sub-models as SQL functions.
 
-One in-memory DuckDB database per environment, in the host process. The
-context's tables are views in a catalog ``ctx`` attached **read-only** (a
-small DuckDB file of view and macro definitions in a temporary directory):
-DROP, DELETE, UPDATE, ALTER on them fail, while the model's own tables go to
-the writable ``main`` schema, first on the search path. The data under the
-views is never writable by SQL: in-memory values are Arrow tables DuckDB
-scans in place, files are read by DuckDB's readers, database files are
-attached read-only (see :mod:`polyrlm.backends.sql.sources`).
+One in-memory DuckDB database per environment (:mod:`.engine`: the context
+read-only in a catalog ``ctx``, external access limited to the context's
+files, the configuration locked, file statements refused). By default it
+runs in a worker process of its own (:mod:`.process`, :mod:`.worker`),
+started with no host secrets and under an address-space cap, because
+DuckDB's ``memory_limit`` does not bound every allocation:
+``SELECT repeat('x', 2e9)`` would otherwise build 2 GB inside the host.
+There it fails with DuckDB's "Out of Memory Error"; a worker that dies
+or does not stop is replaced. ``llm()`` and ``rlm()`` reach the host
+through the bridge. With ``worker=False`` DuckDB runs in the host process
+(no process start, in-memory contexts scanned in place, for trusted code).
 
-Once the context is loaded the database is locked down: DuckDB's
-``enable_external_access`` is off with ``allowed_paths`` set to the
-context's files (no other host file can be read, none written, no extension
-installed, no Python variable scanned), the configuration is locked, and
-statements that attach, detach, copy, export, install, load, prepare or USE
-are refused (see :mod:`polyrlm.backends.sql.runner`). It is still not a sandbox
-(``sandboxed = False``): DuckDB runs inside the host process, sharing its
-memory; a DuckDB bug is the host's problem.
+Either way what the host takes back is bounded: output at the capture
+limit (cells cut inside Arrow), errors at ``SQL_ERROR_MAX_CHARS``, the answer
+at ``SQL_ANSWER_MAX_CHARS``; limits are in :mod:`.limits`. It is not a
+sandbox (``sandboxed = False``): the worker has the host user's rights, and
+a DuckDB bug exploited by the model's SQL could use them.
 """
 
 from __future__ import annotations
 
-import importlib
-import re
 import shutil
 import tempfile
 import threading
-import time
 import weakref
-from itertools import takewhile
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from polyrlm.backends.sql.functions import SqlFunctions
-from polyrlm.backends.sql.guide import SAMPLE_ROWS, SAMPLED_TABLES, sql_guide
-from polyrlm.backends.sql.render import Collected
-from polyrlm.backends.sql.runner import REINTERRUPT_S, run_block
-from polyrlm.backends.sql.schema import CONTEXT_CATALOG, Schema
-from polyrlm.backends.sql.sources import Source, plan_sources, quote_ident, quote_str
-from polyrlm.config import CLOSE_TIMEOUT_S
-from polyrlm.environment import ContractSnippets, EnvConfig, Environment, SubCalls, plain_answer
-from polyrlm.errors import BackendUnavailable, ConfigError
-from polyrlm.records import ExecResult, State, VarInfo
+from polyrlm.backends.sql.engine import MIN_DUCKDB, MIN_PYARROW, Engine, Settings, load_duckdb
+from polyrlm.backends.sql.limits import (
+    SQL_MEMORY_LIMIT_BYTES,
+    SQL_TEMP_LIMIT_BYTES,
+    SQL_THREADS,
+    SQL_WORKER_BASE_BYTES,
+    SQL_WORKER_MEMORY_BYTES,
+    SQL_WORKER_START_TIMEOUT_S,
+)
+from polyrlm.backends.sql.sources import plan_sources
+from polyrlm.environment import ContractSnippets, EnvConfig, Environment, SubCalls
+from polyrlm.errors import ConfigError
+from polyrlm.records import ExecResult, State
 
 __all__ = ["MIN_DUCKDB", "MIN_PYARROW", "SQL_CONTRACT", "SqlEnvironment"]
 
@@ -69,34 +68,37 @@ SQL_CONTRACT = ContractSnippets(
     flood="SELECT repeat('x', 10000000) AS flood",
 )
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-#: Oldest DuckDB that scans Arrow string views in place and has allowed_paths.
-MIN_DUCKDB = (1, 5)
-#: Oldest pyarrow that builds a string-view array over given buffers.
-MIN_PYARROW = (19, 0)
+
+class _Database(Protocol):
+    """Where the database runs: in the host (:class:`_InHost`) or a worker."""
+
+    def load(self, context: Any) -> None: ...
+    def execute(self, code: str, timeout_s: float, limit_chars: int) -> ExecResult: ...
+    def state(self) -> State: ...
+    def guide(self, timeout_s: float) -> str: ...
+    def close(self) -> None: ...
 
 
-def _version(text: str) -> tuple[int, ...]:
-    """``"1.5.6"`` -> ``(1, 5, 6)``; a suffix such as ``.dev1`` or ``rc1`` is dropped."""
-    return tuple(int("".join(takewhile(str.isdigit, p)) or 0) for p in text.split(".")[:3])
+class _InHost:
+    """The database in the host process (``worker=False``)."""
 
+    def __init__(self, subcalls: SubCalls, settings: Settings) -> None:
+        self.engine = Engine(subcalls, settings)
 
-def _duckdb() -> Any:
-    """The duckdb module, once duckdb and pyarrow are known to be recent enough."""
-    try:
-        duckdb = importlib.import_module("duckdb")
-        pyarrow = importlib.import_module("pyarrow")
-    except ImportError as exc:  # pragma: no cover - the registry checks first
-        raise BackendUnavailable(
-            f'the sql backend needs {exc.name}: pip install "polyrlm[sql]"'
-        ) from exc
-    for module, least in ((duckdb, MIN_DUCKDB), (pyarrow, MIN_PYARROW)):
-        if _version(module.__version__) < least:
-            raise BackendUnavailable(
-                f"the sql backend needs {module.__name__} >= {'.'.join(map(str, least))} "
-                f'(string views), not {module.__version__}: pip install -U "polyrlm[sql]"'
-            )
-    return duckdb
+    def load(self, context: Any) -> None:
+        self.engine.load(plan_sources(context))
+
+    def execute(self, code: str, timeout_s: float, limit_chars: int) -> ExecResult:
+        return self.engine.execute(code, timeout_s, limit_chars)
+
+    def state(self) -> State:
+        return self.engine.state()
+
+    def guide(self, timeout_s: float) -> str:
+        return self.engine.guide(timeout_s)
+
+    def close(self) -> None:
+        self.engine.close()
 
 
 class SqlEnvironment(Environment):
@@ -111,166 +113,120 @@ class SqlEnvironment(Environment):
     class Config(EnvConfig):
         """Options of the sql backend."""
 
-        threads: int | None = Field(
-            None, ge=1, description="DuckDB worker threads; None: one per CPU core."
+        threads: int = Field(SQL_THREADS, ge=1, description="DuckDB worker threads.")
+        memory_limit_bytes: int = Field(
+            SQL_MEMORY_LIMIT_BYTES,
+            ge=2**24,
+            description="DuckDB's memory_limit, in bytes: past it DuckDB spills to the "
+            "environment's temporary directory (it does not bound every allocation; "
+            "worker_memory_bytes does).",
         )
-        memory_limit: str | None = Field(
-            None,
-            description="DuckDB's memory limit, e.g. '4GB'; None: DuckDB's default (80% of RAM). "
-            "Past it, DuckDB spills to the environment's temporary directory.",
+        temp_limit_bytes: int = Field(
+            SQL_TEMP_LIMIT_BYTES,
+            ge=0,
+            description="DuckDB's max_temp_directory_size, in bytes: what spilling may "
+            "write to the environment's own temporary directory (removed on close).",
         )
+        worker: bool = Field(
+            True,
+            description="Run DuckDB in a worker process under worker_memory_bytes, so no "
+            "statement can exhaust the host's memory. False: in the host process (faster "
+            "start, in-memory contexts not copied; for trusted code only).",
+        )
+        worker_memory_bytes: int = Field(
+            SQL_WORKER_MEMORY_BYTES,
+            ge=2**30,
+            description="Address space of the worker process (RLIMIT_AS), in bytes, besides "
+            "the memory-mapped context; at least memory_limit_bytes + SQL_WORKER_BASE_BYTES.",
+        )
+        start_timeout_s: float = Field(
+            SQL_WORKER_START_TIMEOUT_S, gt=0, description="Seconds the worker may take to start."
+        )
+
+        @model_validator(mode="after")
+        def _room(self) -> Self:
+            least = self.memory_limit_bytes + SQL_WORKER_BASE_BYTES
+            if self.worker and self.worker_memory_bytes < least:
+                raise ValueError(
+                    f"worker_memory_bytes ({self.worker_memory_bytes:,}) must be at least "
+                    f"memory_limit_bytes + {SQL_WORKER_BASE_BYTES:,} ({least:,}): DuckDB needs "
+                    "room beside its buffers"
+                )
+            return self
+
+    config: Config
 
     def __init__(self, subcalls: SubCalls, config: EnvConfig | None = None) -> None:
         super().__init__(subcalls, config)
-        duckdb = _duckdb()
+        load_duckdb()  # a clear error here, before any process starts
         self._dir = Path(tempfile.mkdtemp(prefix="polyrlm-sql-"))
-        # The directory goes even when close() is never called.
+        # The directory (spill files, the shipped context) goes even when
+        # close() is never called.
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._dir, True)
         self._closed = False
-        self._busy = threading.Lock()  # held while a block runs
         self._loaded = False
-        self._sources: list[Source] = []
-        self.conn = duckdb.connect(":memory:")
+        self._lock = threading.Lock()  # loading happens once
+        self.bridge: Any = None
+        cfg = self.config
+        where = "a worker process" if cfg.worker else "the host process"
+        settings = Settings(
+            folder=str(self._dir),
+            threads=cfg.threads,
+            memory_limit_bytes=cfg.memory_limit_bytes,
+            temp_limit_bytes=cfg.temp_limit_bytes,
+            flavour=f"DuckDB in {where}; the context read-only, no files written",
+        )
         try:
-            settings = {"temp_directory": str(self._dir / "spill")}
-            threads = getattr(self.config, "threads", None)
-            memory = getattr(self.config, "memory_limit", None)
-            if threads is not None:
-                settings["threads"] = str(threads)
-            if memory is not None:
-                settings["memory_limit"] = memory
-            for key, value in settings.items():
-                try:
-                    self.conn.execute(f"SET {key} = {quote_str(value)}")
-                except duckdb.Error as exc:
-                    raise ConfigError(f"sql backend: bad setting {key}={value!r}: {exc}") from exc
-            self.main_catalog = str(self.conn.sql("SELECT current_database()").fetchall()[0][0])
-            self.functions = SqlFunctions(subcalls)
-            self.functions.register(self.conn)
+            self.db: _Database = self._open(settings)
         except BaseException:
             self.close()
             raise
-        self._schema = Schema(self.conn, [], self.main_catalog)
+
+    def _open(self, settings: Settings) -> _Database:
+        if not self.config.worker:
+            return _InHost(self.subcalls, settings)
+        from polyrlm.backends.sql.process import WorkerDatabase
+        from polyrlm.bridge import Bridge
+
+        self.bridge = Bridge(self.subcalls)
+        return WorkerDatabase(
+            settings, self.config.worker_memory_bytes, self.bridge.env, self.config.start_timeout_s
+        )
 
     # -- the context --
 
     def load_context(self, context: Any) -> None:
-        if self._loaded:
-            raise ConfigError("the sql environment already holds a context; make a new one")
-        sources = plan_sources(context)
-        for s in sources:
-            if s.database is not None and not _IDENT.fullmatch(s.name):
-                raise ConfigError(
-                    f"a DuckDB database context needs a plain name (letters, digits, _), "
-                    f"not {s.name!r}"
-                )
-        try:
-            self._build(sources)
-        except ConfigError:
-            raise
-        except Exception as exc:  # DuckDB's reason: a bad file, a locked database, ...
-            raise ConfigError(f"cannot load the context into DuckDB: {exc}") from exc
-        self._sources = sources
-        self._schema = Schema(self.conn, sources, self.main_catalog)
-        self._loaded = True
+        with self._lock:
+            if self._loaded:
+                raise ConfigError("the sql environment already holds a context; make a new one")
+            self.db.load(context)
+            self._loaded = True
 
-    def _build(self, sources: list[Source]) -> None:
-        conn, ctx = self.conn, CONTEXT_CATALOG
-        for s in sources:
-            for hidden, table in s.arrow.items():
-                conn.register(hidden, table)
-        path = quote_str(str(self._dir / "context.duckdb"))
-        conn.execute(f"ATTACH {path} AS {ctx}")
-        try:
-            for s in sources:
-                if s.database is None:
-                    conn.execute(f"CREATE VIEW {ctx}.main.{quote_ident(s.name)} AS {s.select}")
-            for statement in SqlFunctions.macros(f"{ctx}.main"):
-                conn.execute(statement)
-        finally:
-            conn.execute(f"DETACH {ctx}")
-        conn.execute(f"ATTACH {path} AS {ctx} (READ_ONLY)")
-        search = ["main", f"{ctx}.main"]
-        for s in sources:
-            if s.database is not None:
-                conn.execute(f"ATTACH {quote_str(s.database)} AS {s.name} (READ_ONLY)")
-                search.append(f"{s.name}.main")
-        conn.execute(f"SET search_path = {quote_str(','.join(search))}")
-        files = sorted({f for s in sources if s.database is None for f in s.files})
-        if files:
-            conn.execute(f"SET allowed_paths = [{', '.join(quote_str(f) for f in files)}]")
-        # From here on: no other host file, no extension install, no settings changed.
-        conn.execute("SET enable_external_access = false")
-        conn.execute("SET lock_configuration = true")
+    def _ensure_loaded(self) -> None:
+        if not self._loaded:
+            self.load_context(None)
 
     # -- running code --
 
     def execute(self, code: str) -> ExecResult:
-        if not self._loaded:
-            self.load_context(None)
-        with self._busy:
-            return run_block(
-                self.conn,
-                self.functions,
-                code,
-                timeout_s=self.exec_limit_s(),
-                limit_chars=self.config.capture_limit_chars,
-            )
+        self._ensure_loaded()
+        return self.db.execute(code, self.exec_limit_s(), self.config.capture_limit_chars)
 
     def read_state(self) -> State:
-        if not self._loaded:
-            self.load_context(None)
-        variables = [
-            VarInfo(name=t.name, type=f"{t.kind}, {len(t.columns)} columns", size=t.rows)
-            for t in self._schema.tables()
-        ]
-        for name, dtype in self._schema.variables().items():
-            variables.append(VarInfo(name=name, type=f"variable {dtype}", size=None))
-        return State(
-            variables=tuple(variables),
-            answer=plain_answer(self.functions.answer),
-            answer_ready=self.functions.ready,
-        )
+        self._ensure_loaded()
+        return self.db.state()
 
     def prompt_guide(self) -> str:
-        if not self._loaded:
-            self.load_context(None)
-        tables = self._schema.tables()
-        samples: dict[str, Collected] = {}
-        for table in [t for t in tables if t.source is not None][:SAMPLED_TABLES]:
-            sample = self._schema.sample(table.full, SAMPLE_ROWS)
-            if sample is not None and sample.head:
-                samples[table.name] = sample
-        return sql_guide(
-            flavour="DuckDB in-process; the context read-only, no files written",
-            timeout_s=self.config.exec_timeout_s,
-            tables=tables,
-            samples=samples,
-            databases=[s.name for s in self._sources if s.database is not None],
-        )
-
-    def _stopped(self, conn: Any) -> bool:
-        """Interrupt a block still running (an abandoned execute, an
-        interrupted run) until it has stopped, at most CLOSE_TIMEOUT_S."""
-        deadline = time.monotonic() + CLOSE_TIMEOUT_S
-        functions = getattr(self, "functions", None)
-        while not self._busy.acquire(timeout=REINTERRUPT_S):
-            if functions is not None:
-                functions.cancelled.set()  # UDFs waiting on sub-calls give up
-            conn.interrupt()
-            if time.monotonic() > deadline:
-                return False
-        return True
+        self._ensure_loaded()
+        return self.db.guide(self.config.exec_timeout_s)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        conn = getattr(self, "conn", None)
-        if conn is not None and self._stopped(conn):
-            conn.close()
-            self._busy.release()
-        # else: a statement that would not stop keeps the connection; closing
-        # it under the statement would crash DuckDB; it goes with the process.
-        self._sources = []
+        db = getattr(self, "db", None)
+        if db is not None:
+            db.close()
+        if self.bridge is not None:
+            self.bridge.close()
         self._cleanup()

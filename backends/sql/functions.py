@@ -18,6 +18,11 @@ the background and their replies are dropped).
 the answer: a statement that fails (or is interrupted) sets nothing. It must
 see exactly one row per statement: over several rows it fails, so an answer
 never depends on which row DuckDB happened to evaluate last.
+
+Sizes are checked inside Arrow, before a value becomes a Python object: a
+prompt longer than :data:`~polyrlm.backends.sql.limits.SQL_PROMPT_MAX_CHARS`
+gives NULL (a failed call), an answer longer than
+:data:`~polyrlm.backends.sql.limits.SQL_ANSWER_MAX_CHARS` fails the statement.
 """
 
 from __future__ import annotations
@@ -28,15 +33,22 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from polyrlm.backends.sql.limits import (
+    SQL_ANSWER_MAX_CHARS,
+    SQL_NOTE_ERROR_CHARS,
+    SQL_PROMPT_MAX_CHARS,
+    cut_text,
+)
 from polyrlm.backends.sql.sources import HIDDEN_PREFIX
-from polyrlm.environment import SubCallFailure, SubCalls
+from polyrlm.environment import SubCallFailure
 
 __all__ = [
     "FAILURES_LISTED",
     "FUNCTIONS",
     "UDF_POLL_S",
+    "BatchCalls",
     "FunctionSpec",
     "SqlFunctions",
     "StatementInterrupted",
@@ -46,6 +58,17 @@ __all__ = [
 UDF_POLL_S = 0.05
 #: Distinct sub-call errors quoted per function in the note under a result.
 FAILURES_LISTED = 3
+
+
+class BatchCalls(Protocol):
+    """What the SQL functions call: the blocking batches of
+    :class:`~polyrlm.environment.SubCalls` (the host's, or the bridge's in a worker)."""
+
+    def llm_batch(self, prompts: Sequence[str], model: str | None = None) -> list[str]: ...
+
+    def rlm_batch(
+        self, prompts: Sequence[str], contexts: Sequence[Any] | None = None
+    ) -> list[str]: ...
 
 
 #: One batch of sub-calls, run in a helper thread.
@@ -128,10 +151,14 @@ def _pa() -> Any:
     return importlib.import_module("pyarrow")
 
 
+def _pc() -> Any:
+    return importlib.import_module("pyarrow.compute")
+
+
 class SqlFunctions:
     """The UDFs of one environment, with the answer and the failure tally."""
 
-    def __init__(self, subcalls: SubCalls) -> None:
+    def __init__(self, subcalls: BatchCalls) -> None:
         self.subcalls = subcalls
         #: Set by the statement timer: waiting UDFs give up.
         self.cancelled = threading.Event()
@@ -261,12 +288,28 @@ class SqlFunctions:
 
     def _fail(self, fn: str, count: int, error: str) -> None:
         self._failed[fn] += count
+        error = cut_text(error, SQL_NOTE_ERROR_CHARS, "error")
         listed = self._errors.setdefault(fn, [])
         if len(listed) < FAILURES_LISTED and error not in listed:
             listed.append(error)
 
+    def _short(self, fn: str, prompts: Any) -> Any:
+        """``prompts`` with the ones over SQL_PROMPT_MAX_CHARS made NULL (and
+        counted as failed calls), decided before any is copied into Python."""
+        pc = _pc()
+        too_long = pc.fill_null(pc.greater(pc.utf8_length(prompts), SQL_PROMPT_MAX_CHARS), False)
+        count = int(pc.sum(too_long).as_py() or 0)
+        if not count:
+            return prompts
+        with self._lock:
+            self._calls[fn] += count
+            self._fail(
+                fn, count, f"a prompt is longer than {SQL_PROMPT_MAX_CHARS:,} characters; cut it"
+            )
+        return pc.if_else(too_long, _pa().scalar(None, prompts.type), prompts)
+
     def _llm(self, prompts: Any, models: Any) -> Any:
-        ps: list[str | None] = prompts.to_pylist()
+        ps: list[str | None] = self._short("llm", prompts).to_pylist()
         by_model: dict[str | None, list[int]] = {}
         for i, (prompt, model) in enumerate(zip(ps, models.to_pylist(), strict=True)):
             if prompt is not None:
@@ -279,7 +322,7 @@ class SqlFunctions:
         return self._fan_out("llm", len(ps), groups)
 
     def _rlm(self, prompts: Any, contexts: Any) -> Any:
-        ps: list[str | None] = prompts.to_pylist()
+        ps: list[str | None] = self._short("rlm", prompts).to_pylist()
         cs = [None if c is None else json.loads(c) for c in contexts.to_pylist()]
         idx = [i for i, p in enumerate(ps) if p is not None]
 
@@ -289,20 +332,26 @@ class SqlFunctions:
         return self._fan_out("rlm", len(ps), [(idx, job)] if idx else [])
 
     def _final(self, values: Any) -> Any:
-        items: list[str | None] = values.to_pylist()
-        if not items:
+        if not len(values):
             return _pa().array([], type=_pa().large_string())
         with self._lock:
             self.final_called = True
-            self._final_rows += len(items)
+            self._final_rows += len(values)
             if self._final_rows > 1:
                 raise ValueError(
                     f"final() was called on {self._final_rows} rows; call it on exactly one "
                     "row: aggregate first, e.g. SELECT final(string_agg(x, ', ')) FROM t"
                 )
-            if items[0] is None:
+            if not values[0].is_valid:
                 raise ValueError("final(NULL): the answer must be a value, not NULL")
-            value = json.loads(items[0])
+            size = int(_pc().utf8_length(values.slice(0, 1))[0].as_py())
+            if size > SQL_ANSWER_MAX_CHARS:
+                raise ValueError(
+                    f"final(): the answer is {size:,} characters (as JSON); it may have at most "
+                    f"{SQL_ANSWER_MAX_CHARS:,}: answer with less, or a summary of it"
+                )
+            text = str(values[0].as_py())
+            value = json.loads(text)
             self._pending = [value]
-        shown = value if isinstance(value, str) else items[0]
+        shown = value if isinstance(value, str) else text
         return _pa().array([shown], type=_pa().large_string())

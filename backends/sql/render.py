@@ -5,6 +5,13 @@ sits in memory: the first :data:`ROWS_HEAD` and last :data:`ROWS_TAIL` rows
 are kept and the rest only counted. Cells are cut at :data:`CELL_CHARS`
 (newlines shown as ``\\n``) unless the result is a single value, which is
 shown whole, as it is (so a model can read a chunk of text it selected).
+
+No cell becomes a Python object bigger than what can be shown: strings and
+blobs are cut inside Arrow first (to ``CELL_CHARS`` + 1 characters, or to
+the capture limit for the first value of a one-column result, so a cut still
+shows as one), and a nested value (list, struct, map) larger than
+:data:`NESTED_CELL_MAX_BYTES` is shown as its size. A ``SELECT repeat('x',
+2e9)`` result is thus never copied whole out of DuckDB's Arrow buffers.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any
 __all__ = [
     "CELL_CHARS",
     "FETCH_BATCH_ROWS",
+    "NESTED_CELL_MAX_BYTES",
     "ROWS_HEAD",
     "ROWS_TAIL",
     "Collected",
@@ -40,6 +48,9 @@ ROWS_TAIL = 10
 CELL_CHARS = 200
 #: Rows per Arrow batch when a result is streamed.
 FETCH_BATCH_ROWS = 10_000
+#: Bytes of a nested or binary-view cell (list, struct, map) turned into
+#: Python at most; a larger one is shown as its size (it would be cut anyway).
+NESTED_CELL_MAX_BYTES = 64 * 1024
 
 _DML_VERBS = {
     "INSERT": "inserted",
@@ -59,14 +70,54 @@ class Collected:
     head: list[tuple[Any, ...]] = field(default_factory=list)
     tail: deque[tuple[Any, ...]] = field(default_factory=lambda: deque(maxlen=ROWS_TAIL))
     total: int = 0
+    #: Characters of the first value left in DuckDB (past the capture limit).
+    first_cut: int = 0
 
 
-def _rows(batch: Any, start: int, stop: int) -> list[tuple[Any, ...]]:
+def _too_large(kind: Any, size: int) -> str:
+    return f"<{kind} of {size:,} bytes: too large to show; select a part of it>"
+
+
+def _values(column: Any, chars: int) -> list[Any]:
+    """A column slice as Python values, none longer than ``chars`` + 1
+    characters (strings, blobs) or :data:`NESTED_CELL_MAX_BYTES` (others)."""
+    pa = importlib.import_module("pyarrow")
+    pc = importlib.import_module("pyarrow.compute")
+    kind = column.type
+    if pa.types.is_dictionary(kind):  # an ENUM: its values may be long too
+        return _values(column.dictionary_decode(), chars)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return list(pc.utf8_slice_codeunits(column, 0, chars + 1).to_pylist())
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return list(pc.binary_slice(column, 0, chars + 1).to_pylist())
+    if not (pa.types.is_nested(kind) or pa.types.is_string_view(kind)):
+        return list(column.to_pylist())  # fixed-width values: small
+    most = max(NESTED_CELL_MAX_BYTES, 8 * chars)
+    out: list[Any] = []
+    for i in range(len(column)):
+        cell = column.slice(i, 1)
+        out.append(cell.to_pylist()[0] if cell.nbytes <= most else _too_large(kind, cell.nbytes))
+    return out
+
+
+def _rows(batch: Any, start: int, stop: int, chars: int = CELL_CHARS) -> list[tuple[Any, ...]]:
     # Column by column: a result may have two columns of the same name.
     columns = [
-        batch.column(i).slice(start, stop - start).to_pylist() for i in range(batch.num_columns)
+        _values(batch.column(i).slice(start, stop - start), chars) for i in range(batch.num_columns)
     ]
     return list(zip(*columns, strict=True))
+
+
+def _chars(column: Any) -> int:
+    """The length in characters (bytes for a blob) of a column's first value."""
+    pa = importlib.import_module("pyarrow")
+    pc = importlib.import_module("pyarrow.compute")
+    first = column.slice(0, 1)
+    if pa.types.is_string(first.type) or pa.types.is_large_string(first.type):
+        return int(pc.utf8_length(first)[0].as_py() or 0)
+    if pa.types.is_binary(first.type) or pa.types.is_large_binary(first.type):
+        return int(pc.binary_length(first)[0].as_py() or 0)
+    return 0
 
 
 def stream(relation: Any) -> Any:
@@ -77,8 +128,10 @@ def stream(relation: Any) -> Any:
     return reader(FETCH_BATCH_ROWS)
 
 
-def collect(reader: Any) -> Collected:
-    """Drain an Arrow record batch reader, keeping the rows to show."""
+def collect(reader: Any, value_chars: int = CELL_CHARS) -> Collected:
+    """Drain an Arrow record batch reader, keeping the rows to show; the first
+    value of a one-column result keeps up to ``value_chars`` characters (it
+    may be shown whole), every other cell up to :data:`CELL_CHARS`."""
     pat = importlib.import_module("pyarrow.types")
     schema = reader.schema
     numeric = [
@@ -88,8 +141,12 @@ def collect(reader: Any) -> Collected:
     for batch in reader:
         n = batch.num_rows
         start = out.total
+        if n and start == 0 and batch.num_columns == 1 and value_chars > CELL_CHARS:
+            out.head.extend(_rows(batch, 0, 1, value_chars))
+            out.first_cut = max(_chars(batch.column(0)) - value_chars - 1, 0)
         if len(out.head) < ROWS_HEAD:
-            out.head.extend(_rows(batch, 0, min(n, ROWS_HEAD - len(out.head))))
+            taken = len(out.head) - start  # 1 when the first value was just kept
+            out.head.extend(_rows(batch, taken, min(n, ROWS_HEAD - start)))
         first_tail = max(ROWS_HEAD - start, n - ROWS_TAIL, 0)
         if first_tail < n:
             out.tail.extend(_rows(batch, first_tail, n))

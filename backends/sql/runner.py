@@ -8,19 +8,25 @@ left of the block's ``exec_timeout_s``: when it fires, it cancels the UDFs
 waiting on sub-calls and calls ``interrupt()`` on the connection. DuckDB
 stops the query, the connection stays usable, and what earlier statements
 made is kept (DuckDB commits each statement on its own). The statement that
-fails (or is interrupted) ends the block; its error is DuckDB's own text.
+fails (or is interrupted) ends the block; its error is DuckDB's own text,
+cut to :data:`~polyrlm.backends.sql.limits.SQL_ERROR_MAX_CHARS` as soon as it
+reaches Python (``error(repeat('e', 3e8))`` keeps 20,000 characters, not
+300 MB).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import re
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from polyrlm.backends.sql.functions import SqlFunctions
+from polyrlm.backends.sql.limits import SQL_ERROR_MAX_CHARS, cut_text
 from polyrlm.backends.sql.render import (
     Collected,
     cap,
@@ -33,7 +39,7 @@ from polyrlm.backends.sql.sources import HIDDEN_PREFIX
 from polyrlm.environment import plain_answer
 from polyrlm.records import ExecResult
 
-__all__ = ["REFUSED", "REFUSED_SHOWN", "REINTERRUPT_S", "run_block"]
+__all__ = ["REFUSED", "REFUSED_SHOWN", "REINTERRUPT_S", "Watchdog", "run_block"]
 
 _NO_FILES = (
     "this environment writes no files and reads only the context: keep results in tables "
@@ -49,6 +55,10 @@ REFUSED = {
     "LOAD": "extensions cannot be installed or loaded here",
     "PREPARE": "prepared statements are not available here; write the statement itself",
 }
+_OOM = (
+    "\n-- This environment's memory and spill limits are fixed (settings cannot change): "
+    "work on fewer rows or smaller values at once."
+)
 #: Seconds between repeated interrupts of a statement past its deadline.
 REINTERRUPT_S = 0.1
 #: How the guide names the refused statements.
@@ -80,38 +90,57 @@ def _refusal(statements: list[Any]) -> str | None:
     return None
 
 
-class _Timer:
-    """Interrupts one statement at its deadline, unless it ended first; repeats
-    the interrupt every :data:`REINTERRUPT_S` (one sent while DuckDB was
-    still starting the query would be lost)."""
+class Watchdog:
+    """Interrupts the running statement at its deadline, and again every
+    :data:`REINTERRUPT_S` (one sent while DuckDB was still starting the
+    query would be lost) until the statement ends. One thread for the
+    connection's life: a thread per statement might not start once a
+    statement has used up the worker's address space."""
 
-    def __init__(self, conn: Any, functions: SqlFunctions, seconds: float) -> None:
+    def __init__(self, conn: Any, functions: SqlFunctions) -> None:
         self.conn = conn
         self.functions = functions
-        self.seconds = max(seconds, 0.0)
+        #: The armed statement's deadline was reached.
         self.fired = False
-        self._lock = threading.Lock()
-        self._ended = threading.Event()
+        self._deadline: float | None = None
+        self._stopped = False
+        self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, daemon=True, name="polyrlm-sql-timer")
+        self._thread.start()
 
     def _run(self) -> None:
-        wait = self.seconds
-        while not self._ended.wait(wait):
-            with self._lock:
-                if self._ended.is_set():
-                    return
+        with self._cond:
+            while not self._stopped:
+                if self._deadline is None:
+                    self._cond.wait()
+                    continue
+                left = self._deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
                 self.fired = True
                 self.functions.cancelled.set()
                 self.conn.interrupt()
-            wait = REINTERRUPT_S
+                self._cond.wait(REINTERRUPT_S)
 
-    def __enter__(self) -> _Timer:
-        self._thread.start()
-        return self
+    @contextlib.contextmanager
+    def armed(self, seconds: float) -> Iterator[Watchdog]:
+        """Interrupts past ``seconds`` from now until the block ends; none after."""
+        with self._cond:
+            self.fired = False
+            self._deadline = time.monotonic() + max(seconds, 0.0)
+            self._cond.notify()
+        try:
+            yield self
+        finally:
+            with self._cond:
+                self._deadline = None
+                self._cond.notify()
 
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._ended.set()
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
 
 
 @functools.cache
@@ -120,7 +149,15 @@ def _relation_keeps_counts() -> bool:
     return int(importlib.import_module("duckdb").__version__.split(".")[0]) >= 2
 
 
-def _run(conn: Any, stmt: Any) -> Collected | None:
+def _error_text(exc: BaseException) -> str:
+    """An exception's text, cut before anything else copies it."""
+    if isinstance(exc, MemoryError):  # Python's own, past the worker's address space
+        return "Out of Memory Error: the result does not fit in this environment's memory." + _OOM
+    text = cut_text(str(exc) or type(exc).__name__, SQL_ERROR_MAX_CHARS, "error")
+    return text + _OOM if text.startswith("Out of Memory Error") else text
+
+
+def _run(conn: Any, stmt: Any, value_chars: int) -> Collected | None:
     """Run one statement; what it returned, streamed (None: nothing)."""
     if not _relation_keeps_counts() and stmt.type.name in _CHANGES:
         # DuckDB 1.x runs a change through conn.sql() at once and drops its row count.
@@ -129,21 +166,27 @@ def _run(conn: Any, stmt: Any) -> Collected | None:
             return None
         return collect_rows([d[0] for d in conn.description], conn.fetchall())
     relation = conn.sql(stmt)
-    return None if relation is None else collect(stream(relation))
+    return None if relation is None else collect(stream(relation), value_chars)
 
 
 def run_block(
-    conn: Any, functions: SqlFunctions, code: str, *, timeout_s: float, limit_chars: int
+    conn: Any,
+    functions: SqlFunctions,
+    watchdog: Watchdog,
+    code: str,
+    *,
+    timeout_s: float,
+    limit_chars: int,
 ) -> ExecResult:
     """Run ``code`` on ``conn``; never raises for the SQL's own errors."""
     started = time.perf_counter()
     deadline = started + timeout_s
     functions.begin_block()
-    body, error, timed_out = "", None, False
+    body, error, timed_out, cut = "", None, False, 0
     try:
         statements = list(conn.extract_statements(code))
     except Exception as exc:  # DuckDB's parser error, as it words it
-        statements, error = [], str(exc)
+        statements, error = [], _error_text(exc)
     if error is None and not statements:
         error = "No SQL statement in the block."
     if error is None:
@@ -160,10 +203,11 @@ def run_block(
                 )
                 break
             functions.begin_statement()
-            with _Timer(conn, functions, left) as timer:
+            with watchdog.armed(left) as timer:
                 try:
-                    collected = _run(conn, stmt)
+                    collected = _run(conn, stmt, limit_chars)
                     shown = "OK" if collected is None else format_result(stmt.type.name, collected)
+                    left_out = 0 if collected is None else collected.first_cut
                 except Exception as exc:
                     functions.end_statement(False)
                     where = f"statement {number} of {total}" if total > 1 else "the statement"
@@ -175,17 +219,17 @@ def run_block(
                             "cheaper (filter first, LIMIT, fewer rows into llm())."
                         )
                     else:
-                        error = str(exc)
+                        error = _error_text(exc)
                         if total > 1:
                             kept = "the ones before it ran, " if number > 1 else ""
                             error = (
                                 f"Error in {where} ({kept}the ones after it did not run):\n" + error
                             )
-                    body = ""  # only a result of the block's last statement is shown
+                    body, cut = "", 0  # only a result of the block's last statement is shown
                     break
             functions.end_statement(True)
             functions.cancelled.clear()  # a timer that fired as the statement ended
-            body = shown
+            body, cut = shown, left_out
     notes = functions.notes()
     if error is None and not functions.final_called and _FINAL_CALL.search(code):
         notes.append(
@@ -197,7 +241,7 @@ def run_block(
     return ExecResult(
         output=output,
         error=error,
-        truncated_chars=dropped,
+        truncated_chars=dropped + cut,
         duration_s=time.perf_counter() - started,
         answer_ready=ready,
         answer=plain_answer(functions.answer) if ready else None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from polyrlm.backends.sql.render import Collected, collect, stream
@@ -91,8 +91,9 @@ class Schema:
         plain = _PLAIN.fullmatch(name) and name.lower() not in self._reserved
         return name if plain else quote_ident(name)
 
-    def tables(self, *, count: bool = True) -> list[TableInfo]:
-        """Context tables first (in load order), then the model's own by name."""
+    def tables(self, *, count: bool = True, limit: int | None = None) -> list[TableInfo]:
+        """Context tables first (in load order), then the model's own by name;
+        the first ``limit`` of them (only those are counted)."""
         columns: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
         for db, schema, table, column, dtype in self.conn.sql(_COLUMNS).fetchall():
             columns.setdefault((db, schema, table), []).append((column, dtype))
@@ -109,9 +110,8 @@ class Schema:
             if source is None:
                 source = self.databases.get(db.lower())
             full = ".".join(quote_ident(p) for p in (db, schema, table))
-            rows = self._rows(full, kind, source) if count else None
             cols = tuple(columns.get((db, schema, table), ()))
-            found.append(TableInfo(name, kind, cols, rows, source, full))
+            found.append(TableInfo(name, kind, cols, None, source, full))
         order = [s.name.lower() for s in (*self.views.values(), *self.databases.values())]
         found.sort(
             key=lambda t: (
@@ -120,6 +120,9 @@ class Schema:
                 t.name,
             )
         )
+        found = found[:limit]
+        if count:
+            found = [replace(t, rows=self._rows(t.full, t.kind, t.source)) for t in found]
         return found
 
     def _rows(self, key: str, kind: str, source: Source | None) -> int | None:

@@ -31,9 +31,13 @@ __all__ = [
     "HIDDEN_PREFIX",
     "RESERVED_CATALOGS",
     "Source",
+    "named_values",
+    "plan_source",
     "plan_sources",
     "quote_ident",
     "quote_str",
+    "shipped_text_source",
+    "text_of",
 ]
 
 #: Prefix of every name the backend makes for itself (Arrow data, UDFs).
@@ -199,6 +203,22 @@ def _reader(fmt: str, files: Sequence[str]) -> str:
     return f"SELECT * FROM read_json({listed}, format = 'newline_delimited'{many})"
 
 
+def shipped_text_source(name: str, path: Path, chars: int) -> Source:
+    """An in-memory text that the host wrote to ``path`` as UTF-8 (see
+    :mod:`polyrlm.backends.sql.transfer`): memory-mapped, not copied."""
+    data = _pa().memory_map(str(path)).read_buffer()
+    table = lines_table(data)
+    hidden = _hidden(name)
+    return Source(
+        name=name,
+        kind="text",
+        origin=f"in-memory text of {chars:,} characters, one row per line",
+        select=_lines_select(hidden),
+        arrow={hidden: table},
+        rows=table.num_rows,
+    )
+
+
 def _text_file_source(name: str, path: Path) -> Source:
     pa = _pa()
     data = pa.memory_map(str(path)).read_buffer()  # pages stay in the file, not copied
@@ -304,18 +324,28 @@ def _path_source(name: str, path: Path) -> Source:
     return _documents_dir_source(name, files, label)
 
 
-def _source(name: str, value: Any) -> Source:
+def text_of(value: Any) -> str | None:
+    """The text a value is loaded as (a str; a number, or nested named
+    contexts, as JSON), or None when it is not loaded as text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return json.dumps(value)
+    if isinstance(value, Mapping):  # nested named contexts: kept as JSON text
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return None
+
+
+def plan_source(name: str, value: Any) -> Source:
+    """The table (or database) of one named value."""
     if isinstance(value, Path):
         return _path_source(name, value)
-    if isinstance(value, str):
-        return _text_source(name, value)
-    if isinstance(value, bool | int | float):
-        return _text_source(name, json.dumps(value))
+    text = text_of(value)
+    if text is not None:
+        return _text_source(name, text)
     table = _arrow_of(value)
     if table is not None:
         return _table_source(name, table, type(value).__name__)
-    if isinstance(value, Mapping):  # nested named contexts: kept as JSON text
-        return _text_source(name, json.dumps(value, ensure_ascii=False, default=str))
     if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
         if value and all(isinstance(v, Mapping) for v in value):
             return _table_source(name, _pa().Table.from_pylist(list(value)), "list of records")
@@ -326,21 +356,26 @@ def _source(name: str, value: Any) -> Source:
     )
 
 
-def plan_sources(context: Any) -> list[Source]:
-    """The tables (and databases) that make up ``context``."""
+def named_values(context: Any) -> list[tuple[str, Any]]:
+    """``context`` as (table name, value) pairs: one per named context, or
+    ``context`` alone; names are checked (DuckDB's ignore case)."""
     if context is None:
         return []
-    if isinstance(context, Mapping):
-        sources = []
-        for key in context:
-            name = str(key)
-            if not name or name.lower().startswith(HIDDEN_PREFIX):
-                raise ConfigError(f"a named context cannot be called {name!r}")
-            sources.append(_source(name, context[key]))
-        seen: set[str] = set()
-        for s in sources:  # DuckDB names are case-insensitive
-            if s.name.lower() in seen:
-                raise ConfigError(f"two named contexts are both called {s.name!r} (ignoring case)")
-            seen.add(s.name.lower())
-        return sources
-    return [_source("context", context)]
+    if not isinstance(context, Mapping):
+        return [("context", context)]
+    out: list[tuple[str, Any]] = []
+    seen: set[str] = set()
+    for key in context:
+        name = str(key)
+        if not name or name.lower().startswith(HIDDEN_PREFIX):
+            raise ConfigError(f"a named context cannot be called {name!r}")
+        if name.lower() in seen:
+            raise ConfigError(f"two named contexts are both called {name!r} (ignoring case)")
+        seen.add(name.lower())
+        out.append((name, context[key]))
+    return out
+
+
+def plan_sources(context: Any) -> list[Source]:
+    """The tables (and databases) that make up ``context``."""
+    return [plan_source(name, value) for name, value in named_values(context)]

@@ -1,4 +1,8 @@
-"""sql backend: every context kind becomes tables, and the user's data stays untouched."""
+"""sql backend: every context kind becomes tables, and the user's data stays untouched.
+
+The tables are read straight from the connection, so most tests open the
+database in the host (``worker=False``: the same engine the worker runs);
+one test checks that each kind reaches a worker process unchanged."""
 
 from __future__ import annotations
 
@@ -26,13 +30,17 @@ from polyrlm.testing.contract import EchoSubCalls, opened_envs  # noqa: E402
 
 @pytest.fixture
 def make() -> Iterator[Any]:
-    with opened_envs(SqlEnvironment) as factory:
+    with opened_envs(SqlEnvironment, worker=False) as factory:
         yield factory
 
 
 def rows(env: SqlEnvironment, sql: str) -> list[tuple[Any, ...]]:
     """The rows of ``sql``, read straight from the connection."""
-    return [tuple(r) for r in env.conn.sql(sql).fetchall()]
+    return [tuple(r) for r in env.db.engine.conn.sql(sql).fetchall()]  # type: ignore[attr-defined]
+
+
+def in_host(**config: Any) -> SqlEnvironment:
+    return SqlEnvironment(EchoSubCalls(), SqlEnvironment.Config(worker=False, **config))
 
 
 def run_ok(env: SqlEnvironment, sql: str) -> str:
@@ -59,7 +67,7 @@ def test_text_lines_follow_str_split(make: Any) -> None:
 @settings(max_examples=25, deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300))
 def test_text_round_trips_and_length_formula(text: str) -> None:
-    with SqlEnvironment(EchoSubCalls()) as env:
+    with in_host() as env:
         env.load_context(text)
         got = rows(env, "SELECT sum(length(text)) + count(*) - 1 FROM context")
         assert got == [(len(text),)]
@@ -81,7 +89,7 @@ def test_text_spread_over_several_view_buffers(monkeypatch: pytest.MonkeyPatch) 
     (arrow,) = table.values()
     assert arrow.column("text").num_chunks == 1
     assert len(arrow.column("text").chunk(0).buffers()) > 3  # validity, views, >1 data buffer
-    with SqlEnvironment(EchoSubCalls()) as env:
+    with in_host() as env:
         env.load_context(text)
         got = rows(env, "SELECT text FROM context ORDER BY line_no")
         assert [r[0] for r in got] == text.split("\n")
@@ -96,7 +104,7 @@ def test_text_file_is_memory_mapped_lines(make: Any, tmp_path: Path) -> None:
         (2, "two words"),
         (3, ""),
     ]
-    source = env._sources[0]
+    source = env.db.engine.sources[0]
     assert source.kind == "text" and "memory-mapped" in source.origin
 
 
@@ -108,7 +116,7 @@ def test_text_file_not_utf8_is_decoded_with_replacements(make: Any, tmp_path: Pa
         ("caf\ufffd",),
         ("na\ufffdve",),
     ]
-    assert "not UTF-8" in env._sources[0].origin
+    assert "not UTF-8" in env.db.engine.sources[0].origin
 
 
 # -- documents, records, tables ------------------------------------------------------------
@@ -185,6 +193,38 @@ def test_bad_names_are_refused(make: Any, context: dict[str, str]) -> None:
         make(context)
 
 
+def test_every_kind_reaches_a_worker_unchanged(tmp_path: Path) -> None:
+    csv = tmp_path / "t.csv"
+    csv.write_text("a,b\n1,x\n2,y\n")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("one\ntwo words\n", encoding="utf-8")
+    shop = tmp_path / "shop.duckdb"
+    with duckdb.connect(str(shop)) as conn:
+        conn.execute("CREATE TABLE orders AS SELECT 1 AS id, 'tea' AS item")
+    frame = pd.DataFrame({"id": [1, 2], "name": ["a", "b"], "score": [0.5, 1.5]})
+    contexts: list[tuple[Any, str]] = [
+        ("alpha\r\nbeta\n\nγάμμα 𝄞 a\udc80b\n", "SELECT * FROM context"),
+        (["first doc", "second\ndoc", {"k": 1}], "SELECT * FROM context"),
+        ([{"a": 1, "b": "x"}, {"a": 2}], "SELECT * FROM context"),
+        (frame, "SELECT * FROM context"),
+        (pa.table({"k": ["u", "v"], "n": [1, 2]}), "SELECT * FROM context"),
+        (notes, "SELECT * FROM context"),
+        (
+            {"notes": "hi\nthere", "docs": ["d0"], "rows": csv, "nested": {"x": [1]}, "shop": shop},
+            "SELECT (SELECT string_agg(text, '|') FROM notes) AS n, (SELECT text FROM docs) AS d, "
+            "(SELECT sum(a) FROM rows) AS r, (SELECT text FROM nested) AS j, "
+            "(SELECT item FROM shop.orders) AS s",
+        ),
+    ]
+    for context, sql in contexts:
+        with in_host() as host, SqlEnvironment(EchoSubCalls()) as worker:
+            host.load_context(context)
+            worker.load_context(context)
+            assert worker.execute(sql).output == host.execute(sql).output, context
+            assert worker.read_state().variables == host.read_state().variables
+            assert worker.prompt_guide().replace("a worker", "the host") == host.prompt_guide()
+
+
 # -- files -------------------------------------------------------------------------------
 
 
@@ -198,7 +238,7 @@ def test_csv_tsv_json_jsonl_files(make: Any, tmp_path: Path) -> None:
     for name, count in cases:
         env = make(tmp_path / name)
         assert rows(env, "SELECT count(*), min(name) FROM context") == [(count, "a")], name
-        assert env._sources[0].kind == name.split(".")[1]
+        assert env.db.engine.sources[0].kind == name.split(".")[1]
 
 
 def test_parquet_is_read_lazily_from_the_file(make: Any, tmp_path: Path) -> None:
@@ -209,7 +249,9 @@ def test_parquet_is_read_lazily_from_the_file(make: Any, tmp_path: Path) -> None
     # The table is a view over the file, not a copy: the file's new rows show up.
     pq.write_table(pa.table({"n": [10, 20]}), path)
     assert rows(env, "SELECT sum(n) FROM context") == [(30,)]
-    assert env._sources[0].arrow == {} and env._sources[0].files == (str(path.resolve()),)
+    assert env.db.engine.sources[0].arrow == {} and env.db.engine.sources[0].files == (
+        str(path.resolve()),
+    )
 
 
 def test_glob_and_directory_of_parquet(make: Any, tmp_path: Path) -> None:

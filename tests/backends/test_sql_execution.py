@@ -18,8 +18,13 @@ pq = pytest.importorskip("pyarrow.parquet")
 from polyrlm.backends.sql import schema  # noqa: E402
 from polyrlm.backends.sql.environment import SqlEnvironment  # noqa: E402
 from polyrlm.backends.sql.functions import FUNCTIONS  # noqa: E402
+from polyrlm.backends.sql.limits import (  # noqa: E402
+    SQL_MEMORY_LIMIT_BYTES,
+    SQL_TEMP_LIMIT_BYTES,
+    SQL_THREADS,
+)
 from polyrlm.backends.sql.render import CELL_CHARS, ROWS_HEAD, ROWS_TAIL, cap  # noqa: E402
-from polyrlm.errors import BackendUnavailable, ConfigError  # noqa: E402
+from polyrlm.errors import BackendUnavailable  # noqa: E402
 from polyrlm.testing.contract import EchoSubCalls, shows  # noqa: E402
 
 TEXT = "\n".join(f"line {i} of the haystack" for i in range(1, 1001))
@@ -206,22 +211,38 @@ def test_big_csv_is_not_scanned_to_count_it(
 ) -> None:
     path = tmp_path / "big.csv"
     path.write_text("a,b\n" + "".join(f"{i},x\n" for i in range(1000)))
-    monkeypatch.setattr(schema, "COUNT_SCAN_MAX_BYTES", 100)
-    with SqlEnvironment(EchoSubCalls()) as env:
+    monkeypatch.setattr(schema, "COUNT_SCAN_MAX_BYTES", 100)  # in this process: in-host
+    with SqlEnvironment(EchoSubCalls(), SqlEnvironment.Config(worker=False)) as env:
         env.load_context(path)
         guide = env.prompt_guide()
         assert "- context (view, rows not counted): file big.csv (csv" in guide
         assert env.execute("SELECT count(*) AS n FROM context").output.splitlines()[2] == "1000"
 
 
-def test_settings_are_applied_and_bad_ones_refused() -> None:
-    config = SqlEnvironment.Config(threads=1, memory_limit="512MB")
+@pytest.mark.parametrize("worker", [True, False])
+def test_settings_are_applied_locked_and_bad_ones_refused(worker: bool) -> None:
+    config = SqlEnvironment.Config(
+        threads=1, memory_limit_bytes=512 * 2**20, temp_limit_bytes=2**30, worker=worker
+    )
     with SqlEnvironment(EchoSubCalls(), config) as env:
         env.load_context("x")
-        output = env.execute("SELECT current_setting('threads') AS t").output
-        assert output.splitlines()[2] == "1"
-    with pytest.raises(ConfigError, match="memory_limit"):
-        SqlEnvironment(EchoSubCalls(), SqlEnvironment.Config(memory_limit="lots"))
+        output = env.execute(
+            "SELECT current_setting('threads') AS t, current_setting('memory_limit') AS m, "
+            "current_setting('max_temp_directory_size') AS d, "
+            "current_setting('enable_progress_bar') AS p, "
+            "current_setting('temp_directory') LIKE '%polyrlm-sql-%' AS own"
+        ).output
+        assert output.splitlines()[2].split(" | ") == ["1", "512.0 MiB", "1.0 GiB", "false", "true"]
+        assert "locked" in (env.execute("SET memory_limit = '100GB'").error or "")
+    defaults = SqlEnvironment.Config()
+    assert (defaults.threads, defaults.memory_limit_bytes, defaults.temp_limit_bytes) == (
+        SQL_THREADS,
+        SQL_MEMORY_LIMIT_BYTES,
+        SQL_TEMP_LIMIT_BYTES,
+    )
+    with pytest.raises(ValueError, match="worker_memory_bytes"):
+        SqlEnvironment.Config(memory_limit_bytes=8 * 2**30, worker_memory_bytes=4 * 2**30)
+    SqlEnvironment.Config(memory_limit_bytes=8 * 2**30, worker_memory_bytes=4 * 2**30, worker=False)
 
 
 def test_old_duckdb_is_refused_clearly(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -72,15 +73,21 @@ def calls() -> FakeSubCalls:
     return FakeSubCalls()
 
 
-@pytest.fixture
-def env(calls: FakeSubCalls) -> Iterator[SqlEnvironment]:
-    with SqlEnvironment(calls) as environment:
+@pytest.fixture(params=[False, True], ids=["in-host", "worker"])
+def env(calls: FakeSubCalls, request: pytest.FixtureRequest) -> Iterator[SqlEnvironment]:
+    with SqlEnvironment(calls, SqlEnvironment.Config(worker=request.param)) as environment:
         environment.load_context("\n".join(f"prompt {i}" for i in range(5000)))
         yield environment
 
 
 def rows(env: SqlEnvironment, sql: str) -> list[tuple[Any, ...]]:
-    return [tuple(r) for r in env.conn.sql(sql).fetchall()]
+    """The rows of ``sql``: from the connection in the host; from a worker,
+    as one JSON object per row through a block."""
+    if not env.config.worker:
+        return [tuple(r) for r in env.db.engine.conn.sql(sql).fetchall()]  # type: ignore[attr-defined]
+    result = env.execute(f"SELECT to_json(t) AS j FROM ({sql}) AS t")
+    assert result.error is None, result.error
+    return [tuple(json.loads(line).values()) for line in result.output.splitlines()[2:-1]]
 
 
 def test_llm_fans_out_each_batch_of_rows_in_row_order(
