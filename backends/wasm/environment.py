@@ -17,11 +17,22 @@ Limits (``Config``; constants below):
 * memory: ``memory_limit_bytes`` (:data:`WASM_MEMORY_LIMIT_BYTES`, 1 GiB) of
   guest memory; an allocation past it raises ``MemoryError`` in the guest;
 * fuel: ``fuel`` instructions per block (None: unmetered), then the session ends;
-* output: ``capture_limit_chars`` kept per block, counted and dropped past it.
+* output: ``capture_limit_chars`` kept per block, counted and dropped past it;
+  what the block writes to the real stdout and stderr is kept by wasmtime up
+  to ``Sandbox.output_bytes`` per stream (an honest result line, plus a
+  capture's worth), the rest dropped unread;
+* sub-calls: the host tools' caps (:mod:`polyrlm.backends.wasm.host_tools`),
+  and :data:`~polyrlm.backends.wasm.sandbox.WASM_MAX_TOOL_CALLS_PER_EXEC` frames,
+  :data:`~polyrlm.backends.wasm.sandbox.WASM_MAX_TOOL_BYTES_PER_EXEC` bytes per block;
+* files: :data:`~polyrlm.backends.wasm.sandbox.WASM_MAX_OPEN_FILES` open at once.
 
 A turn that traps, runs out of fuel, passes the hard deadline or calls
 ``os._exit`` ends the session: a new one starts, the context is loaded again,
 and the result says plainly that every variable was lost (``restarted``).
+So does a block whose result cannot be read (:mod:`polyrlm.backends.wasm.report`:
+the model's code rebound the guest helper, spoofed its line, or wrote past
+the stream cap): the model is told "the block's result could not be read:
+...", and a fresh helper that can be believed again takes over.
 
 Start-up: compiling the ~100 MB runtime takes about a minute the first time;
 the compiled module is cached in ``cache_dir`` (default
@@ -47,9 +58,16 @@ from polyrlm.backends.python.inline import PYTHON_CONTRACT, context_hint
 from polyrlm.backends.wasm.context_files import write_context
 from polyrlm.backends.wasm.guide import wasm_guide
 from polyrlm.backends.wasm.host_tools import SubCallDoor
+from polyrlm.backends.wasm.report import (
+    BlockReport,
+    LoadReport,
+    Report,
+    UnreadableReport,
+    read_report,
+)
 from polyrlm.backends.wasm.sandbox import Sandbox, Turn
 from polyrlm.contexts import load_python_context
-from polyrlm.environment import ContractSnippets, EnvConfig, Environment, SubCalls, plain_answer
+from polyrlm.environment import ContractSnippets, EnvConfig, Environment, SubCalls
 from polyrlm.errors import ConfigError, EnvironmentCrashed
 from polyrlm.records import ExecResult, State, VarInfo
 from polyrlm.rlm import default_cache_dir
@@ -79,6 +97,8 @@ WASM_MIN_MEMORY_BYTES = 128 * 1024**2
 WASM_MAX_MEMORY_BYTES = 4 * 1024**3
 #: Folder under ``polyrlm.rlm.default_cache_dir()`` for compiled modules.
 WASM_CACHE_SUBDIR = "wasm"
+#: Characters of the sandbox's stray output quoted when a context cannot be loaded.
+_SHOWN_STRAY_CHARS = 2_000
 
 _CAUSES = {
     "deadline": "TimeoutError: the block was still running {kill:g} s after its {timeout:g} s "
@@ -86,7 +106,6 @@ _CAUSES = {
     "out of fuel": "the block ran out of fuel ({fuel} instructions)",
     "exit": "the block ended the interpreter (os._exit)",
     "quit": "the block ended the interpreter",
-    "no result": "the sandbox's helper did not report a result (was it changed?)",
 }
 
 
@@ -219,9 +238,12 @@ class WasmEnvironment(Environment):
 
     def _load_into(self, sandbox: Sandbox) -> None:
         turn = sandbox.load_context()
-        if turn.result is None:
-            raise ConfigError(f"the sandbox could not load the context: {turn.stray.strip()}")
-        self._remember(turn.result)
+        try:
+            report = self._read(LoadReport, turn)
+        except UnreadableReport as exc:
+            stray = turn.stray.strip()[:_SHOWN_STRAY_CHARS]
+            raise ConfigError(f"the sandbox could not load the context: {exc} {stray}") from None
+        self._remember(report)
 
     def _ensure(self) -> Sandbox:
         if self._closed:
@@ -251,6 +273,10 @@ class WasmEnvironment(Environment):
             return
         try:
             self._load_into(self._sandbox)
+        except (ConfigError, RuntimeError):  # the model's code may have broken the helper,
+            self._sandbox.close()  # or the session died at rest: load into a fresh one
+            self._sandbox = None
+            self._ensure()
         except BaseException:  # the session is in an unknown state: the next use opens anew
             self._sandbox.close()
             self._sandbox = None
@@ -267,15 +293,23 @@ class WasmEnvironment(Environment):
         turn: Turn | None = None
         try:
             turn = sandbox.run(code, soft, limit + margin)
-            cause = turn.ended or (None if turn.result is not None else "no result")
+            cause = turn.ended
         except RuntimeError as exc:  # SessionEnded included: the session died at rest
             cause = getattr(exc, "reason", None) or f"error: {exc}"
-        if turn is not None and turn.result is not None and cause is None:
-            return self._result(turn.result, turn.stray, time.perf_counter() - started)
-        cause = cause or "no result"
+        if cause is None and turn is not None:
+            try:
+                report = self._read(BlockReport, turn)
+            except UnreadableReport as exc:
+                text = f"the block's result could not be read: {exc}"
+            else:
+                return self._result(report, turn.stray, time.perf_counter() - started)
+        else:
+            template = _CAUSES.get(str(cause), "the sandbox stopped ({cause})")
+            text = template.format(
+                cause=cause, kill=cfg.kill_margin_s, timeout=limit, fuel=cfg.fuel
+            )
+        # The session is gone, or its helper can no longer be believed: start anew.
         self._restart()
-        template = _CAUSES.get(cause, "the sandbox stopped ({cause})")
-        text = template.format(cause=cause, kill=cfg.kill_margin_s, timeout=limit, fuel=cfg.fuel)
         stray = turn.stray if turn is not None else ""
         return ExecResult(
             output=stray[: cfg.capture_limit_chars],
@@ -287,32 +321,36 @@ class WasmEnvironment(Environment):
             timed_out=cause == "deadline",
         )
 
-    def _remember(self, result: dict[str, Any]) -> None:
-        answer = result.get("answer") or {"content": None, "ready": False}
+    def _read(self, kind: type[Report], turn: Turn) -> Report:
+        """The turn's report, checked (see :mod:`polyrlm.backends.wasm.report`)."""
+        if turn.line is None and turn.lost is not None:
+            raise UnreadableReport(turn.lost)
+        try:
+            return read_report(kind, turn.line, self.config.capture_limit_chars)
+        except UnreadableReport as exc:
+            if turn.lost is None:
+                raise
+            raise UnreadableReport(f"{exc}; {turn.lost}") from None
+
+    def _remember(self, report: LoadReport) -> None:
+        answer = report.answer if isinstance(report, BlockReport) else None
         self._state = State(
-            variables=tuple(
-                VarInfo(name=str(n), type=str(t), size=s if isinstance(s, int) else None)
-                for n, t, s in result.get("state", ())
-            ),
-            answer=plain_answer(answer.get("content")),
-            answer_ready=bool(answer.get("ready")),
+            variables=tuple(VarInfo(name=v.name, type=v.type, size=v.size) for v in report.state),
+            answer=None if answer is None else answer.content,
+            answer_ready=answer is not None and answer.ready,
         )
 
-    def _result(self, result: dict[str, Any], stray: str, duration_s: float) -> ExecResult:
-        self._remember(result)
-        limit = self.config.capture_limit_chars
-        output = str(result.get("output", ""))
-        room = max(0, limit - len(output))
-        dropped = int(result.get("dropped", 0)) + max(0, len(stray) - room)
-        error = result.get("error")
+    def _result(self, report: BlockReport, stray: str, duration_s: float) -> ExecResult:
+        self._remember(report)
+        room = max(0, self.config.capture_limit_chars - len(report.output))
         return ExecResult(
-            output=output + stray[:room],
-            error=None if error is None else str(error),
-            truncated_chars=dropped,
+            output=report.output + stray[:room],
+            error=report.error,
+            truncated_chars=report.dropped + max(0, len(stray) - room),
             duration_s=duration_s,
             answer_ready=self._state.answer_ready,
             answer=self._state.answer if self._state.answer_ready else None,
-            timed_out=bool(result.get("timed_out")),
+            timed_out=report.timed_out,
         )
 
     def read_state(self) -> State:

