@@ -15,6 +15,7 @@ SUITES = {
     "perf": "polyrlm.plugins.bench.perf",
     "fanout": "polyrlm.plugins.bench.fanout",
     "exec": "polyrlm.plugins.bench.exec_overhead",
+    "isolation": "polyrlm.plugins.bench.isolation_cost",
     "sql-needle": "polyrlm.plugins.bench.sql_needle",
     "bash-grep": "polyrlm.plugins.bench.bash_grep",
     "wasm-perf": "polyrlm.plugins.bench.wasm_perf",
@@ -25,6 +26,8 @@ _SUITES = {
     "root prompt size (fake server; offline)",
     "fanout": "llm_batch fan-out against the fake server, beside a bare gather",
     "exec": "per-exec overhead of a trivial statement per backend, beside a bare exec",
+    "isolation": "what isolation costs: the kernel and bash sandboxed or not, SQL's worker or "
+    "not, per exec and at start-up with a context loaded",
 }
 
 

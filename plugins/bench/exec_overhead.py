@@ -35,15 +35,18 @@ def _bare(repeats: int) -> list[float]:
 REPEATABLE_SET_VAR = {"sql": "CREATE OR REPLACE TABLE x AS SELECT 41 AS x"}
 
 
-def measure_backend(backend: str, repeats: int) -> tuple[list[float], float]:
-    """Seconds per execute() of the trivial snippet, and the start-up time."""
+def measure_backend(
+    backend: str, repeats: int, config: dict[str, Any] | None = None, context: Any = ""
+) -> tuple[list[float], float]:
+    """Seconds per execute() of the trivial snippet, and the start-up time
+    (the environment made, with ``config``, and ``context`` loaded)."""
     from polyrlm.registry import get_registry
     from polyrlm.testing.contract import EchoSubCalls
 
     cls = get_registry().get(backend)
     started = time.perf_counter()
-    env = cls(EchoSubCalls())
-    env.load_context("")
+    env = cls(EchoSubCalls(), cls.Config(**config) if config else None)
+    env.load_context(context)
     startup = time.perf_counter() - started
     try:
         snippet = REPEATABLE_SET_VAR.get(cls.language, cls.contract.set_var)

@@ -14,6 +14,7 @@ import pytest
 from polyrlm import hookimpl
 from polyrlm.errors import ConfigError
 from polyrlm.plugins.bench.compare import compare
+from polyrlm.plugins.bench.isolation_cost import main as isolation_main
 from polyrlm.plugins.bench.load_probe import measure
 from polyrlm.plugins.bench.perf import PROMPT_FLAT_TOLERANCE, probe_backend
 from polyrlm.plugins.bench.perf import main as perf_main
@@ -116,3 +117,16 @@ def test_perf_quick_writes_its_tables_and_json(
     assert data["fanout"]["python-inline"]["vs_bare"] > 0
     assert data["exec"]["python-inline"]["vs_bare"] > 1
     assert [r["chars"] for r in data["load"]["python-inline"]] == [1_000, 100_000, 1_000_000]
+
+
+def test_the_isolation_benchmark_compares_each_backend_on_and_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "iso.json"
+    args = ["--repeats", "3", "--rounds", "1", "--context-chars", "1000", "--out", str(out)]
+    assert isolation_main(["--backends", "sql,bash", *args]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"sql", "bash"}
+    for row in results.values():
+        assert row["exec_ratio"] > 0 and row["load_ratio"] > 0
+    assert "isolation on vs off" in capsys.readouterr().out
