@@ -50,11 +50,13 @@ from polyrlm.provider import message_text
 __all__ = [
     "COMPACTION_NOTE",
     "NEWEST_MIN_CHARS",
+    "REPLY_ROOM_TOKENS",
     "SUMMARY_HEAD_CHARS",
     "Compaction",
     "code_of",
     "compact",
     "compaction_note",
+    "fit_window",
     "with_note",
 ]
 
@@ -65,6 +67,11 @@ SUMMARY_HEAD_CHARS = 200
 #: The shortest, in characters, each text of the newest turn is cut to (the minimal form).
 NEWEST_MIN_CHARS = 400
 #: What the model is told when anything was compacted.
+#: Tokens kept free for the root's reply when its history is compacted to
+#: fit the window (at most a quarter of the window; less if the model's
+#: output limit is lower).
+REPLY_ROOM_TOKENS = 4_096
+
 COMPACTION_NOTE = (
     "Older outputs were shortened to fit the model's context window; your variables "
     "and the context in the environment are untouched; re-run code to see an output again."
@@ -257,3 +264,29 @@ def compact(messages: Sequence[Message], fits: Callable[[list[Message]], bool]) 
         return cut(longest)
     # the longest limit that fits: one less than the least limit that fails
     return cut(_first(NEWEST_MIN_CHARS, longest, cut_fails) - 1)
+
+
+def fit_window(
+    messages: list[Message],
+    window: int | None,
+    reply_tokens: int,
+    count: Callable[[list[Message]], int],
+) -> list[Message] | None:
+    """The history to send to a model of ``window`` tokens, ``reply_tokens``
+    (at most a quarter of the window) left for its reply: the messages as
+    they are when they fit, else compacted (:func:`compact`, the note
+    appended); None when even the most compacted form does not fit.
+    ``count`` gives a candidate's tokens (the model's tokenizer)."""
+    if window is None:
+        return messages
+    limit = window - min(reply_tokens, window // 4)
+
+    def fits(candidate: list[Message]) -> bool:
+        if sum(len(message_text(m)) for m in candidate) <= limit:
+            return True  # a token is at least one character: no need to count
+        return count(candidate) <= limit
+
+    compaction = compact(messages, fits)
+    if not compaction.changed:
+        return messages
+    return compaction.noted() if compaction.fits_after else None

@@ -25,7 +25,7 @@ from polyrlm.errors import (
     SubCallError,
 )
 from polyrlm.events import AnswerSet, CodeExecuted, Event, RunFinished, RunStarted, TurnStarted
-from polyrlm.history import compact
+from polyrlm.history import REPLY_ROOM_TOKENS, fit_window
 from polyrlm.ledger import Ledger
 from polyrlm.parsing import (
     CodeBlock,
@@ -43,7 +43,7 @@ from polyrlm.prompts import (
     run_code_tool,
     system_prompt,
 )
-from polyrlm.provider import Reply, message_text
+from polyrlm.provider import Reply
 from polyrlm.recording import context_record
 from polyrlm.records import ExecResult, Role, StopReason
 from polyrlm.runspec import Outcome, Settings
@@ -65,10 +65,6 @@ __all__ = ["CODE_END_STOP", "Outcome", "Settings", "Tree", "in_thread"]  # (re-e
 #: can invent the block's output and answer on top of it.
 CODE_END_STOP = "\n```\n"
 
-#: Tokens kept free for the root's reply when its history is compacted to
-#: fit the window (at most a quarter of the window; less if the model's
-#: output limit is lower).
-REPLY_ROOM_TOKENS = 4_096
 #: When the provider refuses a root prompt as too long, the next try is
 #: compacted to this fraction of the tokens refused.
 RETRY_WINDOW_FRACTION = 0.7
@@ -77,9 +73,9 @@ RETRY_WINDOW_FRACTION = 0.7
 ENV_FAILURE_CHARS = 2_000
 
 #: Seconds past the deadline after which a run still going is stopped from
-#: outside; with the partial answer's read and the closing, it has ended
-#: within :data:`~polyrlm.config.DEADLINE_GRACE_S`.
-BACKSTOP_S = DEADLINE_GRACE_S - 1.5 * CLOSE_TIMEOUT_S
+#: outside; with the wait for its block to stop, the partial answer's read
+#: and the closing, it has ended within :data:`~polyrlm.config.DEADLINE_GRACE_S`.
+BACKSTOP_S = DEADLINE_GRACE_S - 2 * CLOSE_TIMEOUT_S
 
 
 @dataclass
@@ -92,6 +88,8 @@ class _Session:
     execs: int = 0
     #: The native run_code tool, when this root is offered it.
     tools: list[dict[str, Any]] | None = None
+    #: The block running now (or last), in its thread.
+    running: asyncio.Future[ExecResult] | None = None
 
 
 class Tree:
@@ -244,7 +242,15 @@ class Tree:
         self.ledger.iterations += 1
         window = self.broker.window(model)
         for attempt in range(2):  # once more, compacted harder, if the provider refuses it
-            sent = self._fitted(model, messages, window)
+            room = self.broker.provider.max_output(model) or REPLY_ROOM_TOKENS
+            sent = fit_window(
+                messages, window, room, lambda m: self.broker.provider.count(model, m)
+            )
+            if sent is None:
+                raise ModelCallFailed(
+                    f"the root conversation does not fit the {window}-token window of {model} "
+                    "even with every older turn compacted"
+                )
             try:
                 return await self.broker.turn(
                     cache_marked(sent) if self.broker.provider.caches_prompts(model) else sent,
@@ -268,31 +274,6 @@ class Tree:
             except SubCallError as exc:
                 raise ModelCallFailed(f"root call refused: {exc}") from exc
         raise AssertionError("unreachable")
-
-    def _fitted(
-        self, model: str, messages: list[dict[str, Any]], window: int | None
-    ) -> list[dict[str, Any]]:
-        """The history to send: older turns compacted once it nears the
-        window (:mod:`polyrlm.history`), with room left for the reply."""
-        if window is None:
-            return messages
-        room = min(self.broker.provider.max_output(model) or REPLY_ROOM_TOKENS, window // 4)
-        limit = window - room
-
-        def fits(candidate: list[dict[str, Any]]) -> bool:
-            if sum(len(message_text(m)) for m in candidate) <= limit:
-                return True  # a token is at least one character: no need to count
-            return self.broker.provider.count(model, candidate) <= limit
-
-        compaction = compact(messages, fits)
-        if not compaction.changed:
-            return messages
-        if not compaction.fits_after:
-            raise ModelCallFailed(
-                f"the root conversation does not fit the {window}-token window of {model} "
-                "even with every older turn compacted"
-            )
-        return compaction.noted()
 
     def _answered(self, s: _Session, result: ExecResult) -> bool:
         if result.answer_ready:
@@ -367,10 +348,12 @@ class Tree:
         if limit < s.env.config.exec_timeout_s:  # the deadline bounds it: less grace
             grace = min(grace, BACKSTOP_S / 2)
         try:
-            result = await asyncio.wait_for(in_thread(s.env.execute, code), limit + grace)
+            s.running = asyncio.ensure_future(in_thread(s.env.execute, code))
+            result = await asyncio.wait_for(asyncio.shield(s.running), limit + grace)
         except TimeoutError:
             # The environment did not interrupt itself: abandon it, start anew
             # (unless the run is out of time anyway).
+            s.running = None  # nobody waits for it again
             await bounded(in_thread(s.env.close), min(CLOSE_TIMEOUT_S, grace))
             if self.ledger.seconds_left() != 0:
                 s.env = await in_thread(self._open, s.subcalls, s.context)
@@ -404,7 +387,13 @@ class Tree:
         return result
 
     async def _partial(self, s: _Session) -> Any:
-        """The best partial answer: the answer content, ready or not."""
+        """The best partial answer: the answer content, ready or not. A block
+        still running (the run was stopped) is given a moment to end first,
+        its sub-calls cancelled: closing an environment under a running block
+        can crash its engine (DuckDB, wasmtime)."""
+        s.subcalls.end("the run has ended")
+        if s.running is not None and not s.running.done():
+            await bounded(asyncio.shield(s.running), CLOSE_TIMEOUT_S / 2)
         try:
             state = await asyncio.wait_for(in_thread(s.env.read_state), CLOSE_TIMEOUT_S / 2)
         except Exception:  # a dead or stuck environment has no partial answer
