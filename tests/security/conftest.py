@@ -153,6 +153,18 @@ def needs_bwrap() -> None:
     assert bwrap_path() is not None, "these tests need bubblewrap: apt-get install bubblewrap"
 
 
+def host_processes_with(marker: str) -> list[int]:
+    """Host pids whose command line holds ``marker``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
 def host_alive() -> bool:
     """This process still answers (it was not killed, its fds not exhausted)."""
     try:

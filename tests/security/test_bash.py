@@ -29,7 +29,14 @@ from polyrlm.backends.bash.reports import BASH_ANSWER_MAX_BYTES
 from polyrlm.events import CodeExecuted
 from polyrlm.testing.contract import EchoSubCalls
 from polyrlm.testing.scripted import ScriptedModel
-from tests.security.conftest import Canaries, Seen, attack, host_alive, needs_bwrap
+from tests.security.conftest import (
+    Canaries,
+    Seen,
+    attack,
+    host_alive,
+    host_processes_with,
+    needs_bwrap,
+)
 
 BACKEND = "bash"
 MIB = 1024**2
@@ -69,17 +76,6 @@ def shell(canaries: Canaries) -> Iterator[Shell]:
     """A shell opened after the canaries are planted."""
     with _open() as env:
         yield Shell(env)
-
-
-def host_processes_with(marker: str) -> list[int]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if marker.encode() in cmdline.read_bytes():
-                found.append(int(cmdline.parent.name))
-        except OSError:
-            continue
-    return found
 
 
 def test_host_secrets_files_and_network_are_out_of_reach(shell: Shell, canaries: Canaries) -> None:

@@ -38,7 +38,14 @@ from polyrlm.errors import ConfigError
 from polyrlm.events import CodeExecuted
 from polyrlm.testing.contract import EchoSubCalls
 from polyrlm.testing.scripted import ScriptedModel
-from tests.security.conftest import Canaries, Seen, attack, host_alive, needs_bwrap
+from tests.security.conftest import (
+    Canaries,
+    Seen,
+    attack,
+    host_alive,
+    host_processes_with,
+    needs_bwrap,
+)
 
 BACKEND = "python"
 Config = KernelPythonEnvironment.Config
@@ -119,18 +126,6 @@ class PeakRss:
     @property
     def growth(self) -> int:
         return self.peak - self.before
-
-
-def host_processes_with(marker: str) -> list[int]:
-    """Host pids whose command line holds ``marker``."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if marker.encode() in cmdline.read_bytes():
-                found.append(int(cmdline.parent.name))
-        except OSError:
-            continue
-    return found
 
 
 def test_host_secrets_memory_and_files_are_out_of_reach(kernel: Kernel, canaries: Canaries) -> None:
