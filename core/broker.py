@@ -305,9 +305,7 @@ class Broker:
                     left = self.ledger.seconds_left()
                     limit = timeout if left is None else min(timeout, left)
                     async with asyncio.timeout(limit + CALL_TIMEOUT_SLACK_S):
-                        reply = await self.provider.complete(model, messages, request, cut, limit)
-                    live.latency_s = time.perf_counter() - started
-                    return reply
+                        return await self.provider.complete(model, messages, request, cut, limit)
                 except TimeoutError as exc:
                     if self.ledger.seconds_left() == 0:
                         raise  # the deadline, not the provider: the caller says so
