@@ -6,6 +6,7 @@ model writes code there, hands pieces to sub-models or child RLMs, and sets
 its answer inside the environment.
 """
 
+from polyrlm.answers import AnswerType
 from polyrlm.environment import (
     ContractSnippets,
     EnvConfig,
@@ -41,11 +42,13 @@ from polyrlm.records import (
 from polyrlm.registry import BackendSpec, get_registry
 from polyrlm.result import Result
 from polyrlm.rlm import RLM
+from polyrlm.tools import Tool, ToolError, tool
 
 __version__ = "0.1.0"
 
 __all__ = [
     "RLM",
+    "AnswerType",
     "BackendSpec",
     "BackendUnavailable",
     "Budget",
@@ -70,10 +73,13 @@ __all__ = [
     "SubCallFailure",
     "SubCalls",
     "Tally",
+    "Tool",
+    "ToolError",
     "UnknownBackend",
     "Usage",
     "VarInfo",
     "__version__",
     "get_registry",
     "hookimpl",
+    "tool",
 ]

@@ -15,8 +15,10 @@ authenticated (a ``token`` field, if sent, is ignored)::
     {"id": 2, "method": "llm_query", "params": {"prompt": "..."}}
     {"id": 2, "error": {"type": "SubCallError", "message": "..."}}
 
-Methods: ``llm_query``, ``llm_batch``, ``rlm_query``, ``rlm_batch``; each
-request waits in a worker thread on the environment's blocking
+Methods: ``llm_query``, ``llm_batch`` (a ``schema`` param makes them typed:
+JSON data comes back), ``rlm_query``, ``rlm_batch``, and the user tools'
+``call_tool`` (``name``, ``arguments``) and ``call_tools`` (``name``, a list
+of ``arguments``); each request waits in a worker thread on the environment's blocking
 :class:`SubCalls`, and a ``llm_batch`` of 1,000 is one request that fans
 out in the broker. A malformed request gets a ``BadRequest`` reply and the
 connection goes on.
@@ -112,6 +114,13 @@ def _texts(value: Any, name: str) -> list[str]:
     if not isinstance(value, list):
         raise _BadRequest(f"{name} must be a list of strings")
     return [_text(v, f"{name}[{i}]") for i, v in enumerate(value)]
+
+
+def _schema(params: dict[str, Any]) -> dict[str, Any] | None:
+    schema = params.get("schema")
+    if schema is not None and not isinstance(schema, dict):
+        raise _BadRequest("schema must be a JSON Schema object")
+    return schema
 
 
 def _model(params: dict[str, Any]) -> str | None:
@@ -353,17 +362,30 @@ class Bridge:
     def _call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         sc = self.subcalls
         if method == "llm_query":
-            return {"result": sc.llm_query(_text(params.get("prompt"), "prompt"), _model(params))}
+            prompt, typed = _text(params.get("prompt"), "prompt"), _schema(params)
+            # An untyped call passes no schema: SubCalls of before typed calls still serve it.
+            args = (prompt, _model(params)) if typed is None else (prompt, _model(params), typed)
+            return {"result": sc.llm_query(*args)}
         if method == "rlm_query":
             prompt = _text(params.get("prompt"), "prompt")
             return {"result": sc.rlm_query(prompt, params.get("context"))}
         if method == "llm_batch":
-            return _batch(sc.llm_batch(_texts(params.get("prompts"), "prompts"), _model(params)))
+            prompts, typed = _texts(params.get("prompts"), "prompts"), _schema(params)
+            many = (prompts, _model(params)) if typed is None else (prompts, _model(params), typed)
+            return _batch(sc.llm_batch(*many))
         if method == "rlm_batch":
             contexts = params.get("contexts")
             if contexts is not None and not isinstance(contexts, list):
                 raise _BadRequest("contexts must be a list")
             return _batch(sc.rlm_batch(_texts(params.get("prompts"), "prompts"), contexts))
+        if method == "call_tool":
+            name = _text(params.get("name"), "name")
+            return {"result": sc.call_tool(name, params.get("arguments") or {})}
+        if method == "call_tools":
+            listed = params.get("arguments")
+            if not isinstance(listed, list):
+                raise _BadRequest("arguments must be a list (one object per call)")
+            return {"result": sc.call_tools(_text(params.get("name"), "name"), listed)}
         raise _BadRequest(f"unknown method {method!r}")
 
     def close(self) -> None:
@@ -390,6 +412,7 @@ def _error(request_id: Any, kind: str, message: str) -> dict[str, Any]:
     return {"id": request_id, "error": {"type": kind, "message": message}}
 
 
-def _batch(items: list[str]) -> dict[str, Any]:
+def _batch(items: list[Any]) -> dict[str, Any]:
     failures = {str(i): x.error for i, x in enumerate(items) if isinstance(x, SubCallFailure)}
-    return {"result": [str(x) for x in items], "failures": failures}
+    # Text stays text (a str subclass becomes plain); typed replies are JSON data.
+    return {"result": [str(x) if isinstance(x, str) else x for x in items], "failures": failures}

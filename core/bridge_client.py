@@ -31,6 +31,8 @@ __all__ = [
     "SubCallError",
     "SubCallFailure",
     "call",
+    "call_tool",
+    "call_tools",
     "llm_batch",
     "llm_query",
     "main",
@@ -137,14 +139,32 @@ def _batch(reply: dict[str, Any]) -> list[str]:
     ]
 
 
-def llm_query(prompt: str, model: str | None = None) -> str:
-    """Ask a sub-model; raises :class:`SubCallError` on failure."""
-    return str(call("llm_query", {"prompt": prompt, "model": model})["result"])
+def _typed(params: dict[str, Any], schema: Any) -> dict[str, Any]:
+    if schema is not None:
+        params["schema"] = schema
+    return params
 
 
-def llm_batch(prompts: list[str], model: str | None = None) -> list[str]:
+def llm_query(prompt: str, model: str | None = None, schema: Any = None) -> Any:
+    """Ask a sub-model; raises :class:`SubCallError` on failure. With a JSON
+    Schema ``schema`` the reply is JSON data validated against it."""
+    result = call("llm_query", _typed({"prompt": prompt, "model": model}, schema))["result"]
+    return str(result) if schema is None else result
+
+
+def llm_batch(prompts: list[str], model: str | None = None, schema: Any = None) -> list[Any]:
     """Many sub-model calls at once, concurrently; replies in input order."""
-    return _batch(call("llm_batch", {"prompts": list(prompts), "model": model}))
+    return _batch(call("llm_batch", _typed({"prompts": list(prompts), "model": model}, schema)))
+
+
+def call_tool(name: str, arguments: dict[str, Any]) -> Any:
+    """Call the user's tool ``name`` on the host; its result as JSON data."""
+    return call("call_tool", {"name": name, "arguments": arguments})["result"]
+
+
+def call_tools(name: str, arguments: list[dict[str, Any]]) -> list[Any]:
+    """Many calls of one tool at once; results in input order."""
+    return list(call("call_tools", {"name": name, "arguments": list(arguments)})["result"])
 
 
 def rlm_query(prompt: str, context: Any = None) -> str:
@@ -157,22 +177,46 @@ def rlm_batch(prompts: list[str], contexts: list[Any] | None = None) -> list[str
     return _batch(call("rlm_batch", {"prompts": list(prompts), "contexts": contexts}))
 
 
+def _json_argument(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise SubCallError(f"{what} must be JSON, not {text[:80]!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``llm PROMPT`` (stdin, when piped, is appended), ``llm_batch`` (a JSON
-    string per input line, a JSON string per output line), ``rlm PROMPT [FILE]``."""
+    """``llm [--schema JSON] PROMPT`` (stdin, when piped, is appended),
+    ``llm_batch`` (a JSON string per input line, a JSON string per output
+    line), ``rlm PROMPT [FILE]``, ``tool NAME [JSON]`` (the result as JSON)."""
     args = sys.argv[1:] if argv is None else argv
     if not args:
-        print("usage: llm PROMPT | llm_batch | rlm PROMPT [FILE]", file=sys.stderr)
+        print(
+            "usage: llm [--schema JSON] PROMPT | llm_batch | rlm PROMPT [FILE] | tool NAME [JSON]",
+            file=sys.stderr,
+        )
         return 2
     command, rest = args[0], args[1:]
     try:
         if command == "llm":
+            schema = None
+            if rest[:1] == ["--schema"]:  # typed: prints the reply as JSON
+                schema, rest = (
+                    _json_argument(rest[1] if len(rest) > 1 else "", "--schema"),
+                    rest[2:],
+                )
             prompt = " ".join(rest)
             # Empty stdin (/dev/null, as a shell block's stdin is) adds nothing.
             piped = "" if sys.stdin.isatty() else sys.stdin.read()
             if piped:
                 prompt = f"{prompt}\n\n{piped}" if prompt else piped
-            print(llm_query(prompt))
+            reply = llm_query(prompt, schema=schema)
+            print(reply if schema is None else json.dumps(reply, ensure_ascii=False))
+        elif command == "tool":
+            if not rest:
+                raise SubCallError("usage: tool NAME [JSON_ARGUMENTS] (or the JSON on stdin)")
+            text = rest[1] if len(rest) > 1 else ("" if sys.stdin.isatty() else sys.stdin.read())
+            arguments = _json_argument(text, f"the arguments of {rest[0]}") if text.strip() else {}
+            print(json.dumps(call_tool(rest[0], arguments), ensure_ascii=False))
         elif command == "llm_batch":
             prompts = []
             for number, line in enumerate(sys.stdin, 1):

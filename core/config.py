@@ -31,8 +31,10 @@ __all__ = [
 #: turn_started, batch_started and the root run's settings and context
 #: record; 3 added a root reply's native tool calls and the prompt tokens
 #: served from a provider's cache; 4 added the requests (retries included)
-#: of a model call and the stop reason ``interrupted``; older files still read.
-SCHEMA_VERSION = 4
+#: of a model call and the stop reason ``interrupted``; 5 added tool calls
+#: (``tool_called``) and typed answers' validation (``answer_set``'s
+#: ``valid`` and ``errors``); older files still read.
+SCHEMA_VERSION = 5
 
 #: Model options that are credentials: never written to a trajectory, never
 #: part of a request's digest (the same request with another key is the same).

@@ -11,20 +11,29 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from polyrlm.answers import AnswerType
 from polyrlm.config import CAPTURE_LIMIT_CHARS, EXEC_GRACE_S, EXEC_TIMEOUT_S, MIN_EXEC_LIMIT_S
+from polyrlm.prompts import (
+    json_answer_guide,
+    json_tools_guide,
+    python_answer_guide,
+    python_tools_guide,
+)
 from polyrlm.pycell import plain_answer
 from polyrlm.records import ExecResult, State
+from polyrlm.tools import Tool
 
 __all__ = [
     "ContractSnippets",
     "EnvConfig",
     "Environment",
+    "PythonGuides",
     "SubCallFailure",
     "SubCalls",
     "plain_answer",
@@ -46,13 +55,26 @@ class SubCallFailure(str):
 
 class SubCalls(Protocol):
     """The host functions an environment offers its code. Thread-safe and
-    blocking: call them from the thread that runs the code."""
+    blocking: call them from the thread that runs the code.
 
-    def llm_query(self, prompt: str, model: str | None = None) -> str:
-        """One sub-model call; raises :class:`~polyrlm.errors.SubCallError`."""
+    A ``schema`` (a JSON Schema) makes a sub-call typed: its reply is JSON
+    data validated against it (see :mod:`polyrlm.typed_calls`). ``tools``
+    are the user's functions this environment's code may call; they run on
+    the host (:mod:`polyrlm.tools`), their arguments and results JSON."""
+
+    #: The user tools offered to this environment's code.
+    tools: Sequence[Tool]
+
+    def llm_query(
+        self, prompt: str, model: str | None = None, schema: dict[str, Any] | None = None
+    ) -> Any:
+        """One sub-model call (text, or JSON data with ``schema``); raises
+        :class:`~polyrlm.errors.SubCallError`."""
         ...
 
-    def llm_batch(self, prompts: Sequence[str], model: str | None = None) -> list[str]:
+    def llm_batch(
+        self, prompts: Sequence[str], model: str | None = None, schema: dict[str, Any] | None = None
+    ) -> list[Any]:
         """Concurrent sub-model calls, in input order; failures per item."""
         ...
 
@@ -64,17 +86,35 @@ class SubCalls(Protocol):
         """Concurrent child RLMs, in input order; failures per item."""
         ...
 
+    def call_tool(self, name: str, arguments: Mapping[str, Any]) -> Any:
+        """One user tool call with named arguments; its result as JSON data.
+        Raises :class:`~polyrlm.tools.ToolError` (a ``SubCallError``)."""
+        ...
+
+    def call_tools(self, name: str, arguments: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """Many calls of one tool at once (an SQL query's rows), in input
+        order; raises for the first that failed."""
+        ...
+
     # The same as coroutines, for out-of-process environments served by a bridge.
 
-    async def allm_query(self, prompt: str, model: str | None = None) -> str: ...
+    async def allm_query(
+        self, prompt: str, model: str | None = None, schema: dict[str, Any] | None = None
+    ) -> Any: ...
 
-    async def allm_batch(self, prompts: Sequence[str], model: str | None = None) -> list[str]: ...
+    async def allm_batch(
+        self, prompts: Sequence[str], model: str | None = None, schema: dict[str, Any] | None = None
+    ) -> list[Any]: ...
 
     async def arlm_query(self, prompt: str, context: Any = None) -> str: ...
 
     async def arlm_batch(
         self, prompts: Sequence[str], contexts: Sequence[Any] | None = None
     ) -> list[str]: ...
+
+    async def acall_tool(self, name: str, arguments: Mapping[str, Any]) -> Any: ...
+
+    async def acall_tools(self, name: str, arguments: Sequence[Mapping[str, Any]]) -> list[Any]: ...
 
 
 class EnvConfig(BaseModel):
@@ -109,6 +149,35 @@ class ContractSnippets(BaseModel):
     llm_batch: str = Field(description="Prints the replies to [a, b, c] joined by commas.")
     loop_forever: str = Field(description="Never ends on its own.")
     flood: str = Field(description="Prints about ten million characters.")
+    # Typed answers and user tools (None: not provided; the contract then fails).
+    typed_answer: str | None = Field(
+        None,
+        description=(
+            'Sets the answer, marked ready, to the object {"name": "Ada", "tags": ["x", "y"], '
+            '"address": {"city": "Paris"}} (in the language\'s own idiom or as JSON text).'
+        ),
+    )
+    wrong_typed_answer: str | None = Field(
+        None,
+        description=(
+            'Sets the answer, marked ready, to {"name": "Ada", "tags": "x"} (tags not a '
+            "list, address missing)."
+        ),
+    )
+    call_tool: str | None = Field(
+        None,
+        description=(
+            "Calls the user tool area with width 6 and height 7, and sets the answer to its "
+            "result (42), marked ready."
+        ),
+    )
+    typed_llm_query: str | None = Field(
+        None,
+        description=(
+            "Makes a typed sub-call with the prompt ping and the JSON Schema "
+            '{"type": "object"}, and prints the value of its reply\'s key echo.'
+        ),
+    )
 
 
 class Environment(abc.ABC):
@@ -159,6 +228,17 @@ class Environment(abc.ABC):
     def prompt_guide(self) -> str:
         """How this language exposes the context, the functions, the answer."""
 
+    def answer_guide(self, answer_type: AnswerType) -> str:
+        """How to set an answer of ``answer_type`` in this language (added
+        to the guide of a typed run). The default shows the JSON Schema;
+        backends whose language has types show those."""
+        return json_answer_guide(answer_type)
+
+    def tools_guide(self, tools: Sequence[Tool]) -> str:
+        """How this language calls the user's ``tools`` (added to the guide
+        when there are any). The default lists them as JSON."""
+        return json_tools_guide(tools)
+
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to free by default
         """Free processes, files and sockets. Safe to call twice."""
 
@@ -172,3 +252,14 @@ class Environment(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class PythonGuides:
+    """For backends whose language is Python (mix in before
+    :class:`Environment`): typed answers and tools shown as Python types."""
+
+    def answer_guide(self, answer_type: AnswerType) -> str:
+        return python_answer_guide(answer_type)
+
+    def tools_guide(self, tools: Sequence[Tool]) -> str:
+        return python_tools_guide(tools)

@@ -24,6 +24,7 @@ __all__ = [
     "ModelCalled",
     "RunFinished",
     "RunStarted",
+    "ToolCalled",
     "TurnStarted",
     "event_adapter",
 ]
@@ -107,10 +108,24 @@ class CodeExecuted(EventBase):
     restarted: bool = False
 
 
+class ToolCalled(EventBase):
+    event: Literal["tool_called"] = "tool_called"
+    call_id: str
+    exec_id: str | None = Field(None, description="The execution that called the tool.")
+    tool: str
+    arguments: dict[str, Any] = Field(description="The arguments as sent (JSON).")
+    arguments_digest: str = Field(description="sha256 of the arguments' JSON, for replay.")
+    result: Any = Field(None, description="The result as JSON data; None when it failed.")
+    error: str | None = None
+    duration_s: float = 0.0
+
+
 class AnswerSet(EventBase):
     event: Literal["answer_set"] = "answer_set"
     exec_id: str | None = Field(None, description="The execution that set the answer.")
     answer: Any
+    valid: bool = Field(True, description="False: it did not validate against the answer type.")
+    errors: list[str] | None = Field(None, description="Why it did not validate.")
 
 
 class RunFinished(EventBase):
@@ -124,7 +139,14 @@ class RunFinished(EventBase):
 
 
 Event = Annotated[
-    RunStarted | TurnStarted | ModelCalled | BatchStarted | CodeExecuted | AnswerSet | RunFinished,
+    RunStarted
+    | TurnStarted
+    | ModelCalled
+    | BatchStarted
+    | CodeExecuted
+    | ToolCalled
+    | AnswerSet
+    | RunFinished,
     Field(discriminator="event"),
 ]
 

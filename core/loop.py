@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from polyrlm.answer_desk import AnswerDesk
 from polyrlm.broker import Broker
 from polyrlm.config import CLOSE_TIMEOUT_S, DEADLINE_GRACE_S
 from polyrlm.contexts import check_context, describe_context
@@ -24,7 +25,7 @@ from polyrlm.errors import (
     PromptTooLong,
     SubCallError,
 )
-from polyrlm.events import AnswerSet, CodeExecuted, Event, RunFinished, RunStarted, TurnStarted
+from polyrlm.events import CodeExecuted, Event, RunFinished, RunStarted, TurnStarted
 from polyrlm.history import REPLY_ROOM_TOKENS, fit_window
 from polyrlm.ledger import Ledger
 from polyrlm.parsing import (
@@ -49,6 +50,7 @@ from polyrlm.records import ExecResult, Role, StopReason
 from polyrlm.runspec import Outcome, Settings
 from polyrlm.subcalls import LoopSubCalls
 from polyrlm.threads import bounded, in_thread
+from polyrlm.tool_calls import ToolRunner
 from polyrlm.turns import (
     assistant_message,
     cache_marked,
@@ -82,6 +84,7 @@ BACKSTOP_S = DEADLINE_GRACE_S - 2 * CLOSE_TIMEOUT_S
 class _Session:
     env: Environment
     subcalls: LoopSubCalls
+    answers: AnswerDesk
     context: Any
     run_id: str
     depth: int
@@ -96,12 +99,18 @@ class Tree:
     """One recursion tree: its settings, ledger, broker and event sink."""
 
     def __init__(
-        self, settings: Settings, ledger: Ledger, broker: Broker, emit: Callable[[Event], None]
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        broker: Broker,
+        emit: Callable[[Event], None],
+        tools: ToolRunner | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.broker = broker
         self.emit = emit
+        self.tools = tools or ToolRunner(settings.tools, emit, None, ledger.seconds_left)
 
     def _open(self, subcalls: LoopSubCalls, context: Any) -> Environment:
         env = self.settings.backend(subcalls, self.settings.env_config)
@@ -134,7 +143,10 @@ class Tree:
             if depth == 0:
                 raise
             raise SubCallError(f"child RLM could not load its context: {exc}") from exc
-        s = _Session(env, subcalls, context, run_id, depth)
+        answer_type = self.settings.answer_type if depth == 0 else None
+        s = _Session(
+            env, subcalls, AnswerDesk(answer_type, self.emit, run_id), context, run_id, depth
+        )
         self.emit(
             RunStarted(
                 run_id=run_id,
@@ -179,7 +191,7 @@ class Tree:
                 RunFinished(
                     run_id=run_id,
                     stop_reason=outcome.stop_reason,
-                    answer=outcome.answer,
+                    answer=s.answers.recorded(outcome.answer),
                     fallback=outcome.fallback,
                     error=outcome.error,
                     iterations=iterations,
@@ -199,9 +211,19 @@ class Tree:
             channel = "tools" if wanted else "fences"
         return [run_code_tool(s.env.language)] if channel == "tools" else None
 
+    def _guide(self, s: _Session) -> str:
+        """The environment's guide, with the answer's type (the root's) and
+        the tools this run's code may call."""
+        parts = [s.env.prompt_guide()]
+        if s.depth == 0 and self.settings.answer_type is not None:
+            parts.append(s.env.answer_guide(self.settings.answer_type))
+        if s.subcalls.tools:
+            parts.append(s.env.tools_guide(s.subcalls.tools))
+        return "\n".join(parts)
+
     async def _turns(self, s: _Session, question: str) -> tuple[Outcome, int]:
         budget = self.settings.budget
-        guide = await in_thread(s.env.prompt_guide)
+        guide = await in_thread(self._guide, s)
         tools = s.tools = self._tools(s)
         system = system_prompt(
             guide,
@@ -226,7 +248,7 @@ class Tree:
             observation, result, tool_results = await self._run_reply(s, reply, iteration)
             if result is not None:
                 reason = StopReason.MAX_ITERATIONS if last else StopReason.ANSWERED
-                return Outcome(result.answer, reason, fallback=last), iteration
+                return Outcome(s.answers.accepted, reason, fallback=last), iteration
             self.ledger.check()
             messages.extend(tool_results)
             if observation or not tool_results:
@@ -275,11 +297,6 @@ class Tree:
                 raise ModelCallFailed(f"root call refused: {exc}") from exc
         raise AssertionError("unreachable")
 
-    def _answered(self, s: _Session, result: ExecResult) -> bool:
-        if result.answer_ready:
-            self.emit(AnswerSet(run_id=s.run_id, exec_id=s.subcalls.exec_id, answer=result.answer))
-        return result.answer_ready
-
     async def _run_tool_calls(
         self, s: _Session, reply: Reply, iteration: int
     ) -> tuple[str, ExecResult | None, list[dict[str, Any]]]:
@@ -290,10 +307,10 @@ class Tree:
                 results.append(tool_result(call, problem))
                 continue
             result = await self._execute(s, code, iteration)
-            results.append(
-                tool_result(call, observation(result, self.settings.budget.max_output_chars))
-            )
-            if self._answered(s, result):
+            answered, note = s.answers.take(result, s.subcalls.exec_id)
+            shown = observation(result, self.settings.budget.max_output_chars)
+            results.append(tool_result(call, f"{shown}\n{note}" if note else shown))
+            if answered:
                 return "", result, results
             if self.ledger.exhausted is not None:
                 break
@@ -331,8 +348,10 @@ class Tree:
         for number, block in enumerate(runnable, 1):
             result = await self._execute(s, block.code, iteration)
             head = f"[block {number} of {len(runnable)}]\n" if len(runnable) > 1 else ""
-            parts.append(head + observation(result, self.settings.budget.max_output_chars))
-            if self._answered(s, result):
+            answered, note = s.answers.take(result, s.subcalls.exec_id)
+            shown = observation(result, self.settings.budget.max_output_chars)
+            parts.append(head + (f"{shown}\n{note}" if note else shown))
+            if answered:
                 return "\n\n".join(parts), result, []
             if self.ledger.exhausted is not None:
                 break
@@ -398,4 +417,4 @@ class Tree:
             state = await asyncio.wait_for(in_thread(s.env.read_state), CLOSE_TIMEOUT_S / 2)
         except Exception:  # a dead or stuck environment has no partial answer
             return None
-        return state.answer if state.answer not in ("", None) else None
+        return s.answers.partial(state.answer if state.answer not in ("", None) else None)

@@ -5,15 +5,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from polyrlm.answers import AnswerType
+    from polyrlm.tools import Tool
 
 __all__ = [
+    "ANSWER_INVALID_NOTE",
+    "ANSWER_STILL_INVALID_NOTE",
     "FALLBACK_PROMPT",
     "NO_CODE_PROMPT",
     "RUN_CODE_TOOL",
     "TOOL_CHANNEL_NOTE",
     "XML_CALL_NOTE",
     "first_user_message",
+    "json_answer_guide",
+    "json_tools_guide",
+    "python_answer_guide",
+    "python_tools_guide",
     "run_code_tool",
     "system_prompt",
 ]
@@ -117,7 +127,63 @@ NO_CODE_PROMPT = (
     "Tool-call or XML syntax does not run here."
 )
 
+ANSWER_INVALID_NOTE = (
+    "[The answer you set does not validate against the answer's type, so the run goes "
+    "on:\n{errors}\nFix it and set the answer again.]"
+)
+
+ANSWER_STILL_INVALID_NOTE = (
+    "[The answer is still the one that did not validate; set a corrected answer.]"
+)
+
 FALLBACK_PROMPT = (
     "You have used all your turns. Reply with one last code block that sets the answer to "
     "your best answer now, from what you have already computed. No more exploration."
 )
+
+
+_CHECKED = (
+    "The host checks the answer: one that does not validate comes back to you with the "
+    "errors, and you set it again."
+)
+
+
+def json_answer_guide(answer_type: AnswerType) -> str:
+    """A typed answer, for a language without types: its JSON Schema."""
+    return (
+        "## The answer's type\n"
+        "The answer must be JSON (set as text, the guide's way) that validates against "
+        f"this JSON Schema:\n```json\n{answer_type.json_text()}\n```\n{_CHECKED}\n"
+    )
+
+
+def python_answer_guide(answer_type: AnswerType) -> str:
+    """A typed answer, for Python: ``TypedDict`` declarations and an annotation."""
+    return (
+        "## The answer's type\n"
+        "Set the answer to a value of this type, made of dicts, lists and plain values "
+        "(a TypedDict is a dict with those keys):\n"
+        f"```python\n{answer_type.python_text()}\n```\n{_CHECKED}\n"
+    )
+
+
+def json_tools_guide(tools: Sequence[Tool]) -> str:
+    """User tools, for a language without types: each as JSON."""
+    listed = "\n".join(f"- {t.json_text()}" for t in tools)
+    return (
+        "## Your tools\n"
+        "Functions of the user that run on the host; arguments and results are JSON.\n"
+        f"{listed}\n"
+    )
+
+
+def python_tools_guide(tools: Sequence[Tool]) -> str:
+    """User tools, for Python: each as a signature and its docstring."""
+    listed = "\n".join(t.describe() for t in tools)
+    return (
+        "## Your tools\n"
+        "Functions of the user that run on the host; call them like any function, with "
+        "positional or named arguments. Arguments and results are JSON data (a TypedDict "
+        "is a dict). A failed call raises SubCallError.\n"
+        f"```python\n{listed}\n```\n"
+    )

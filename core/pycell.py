@@ -13,6 +13,7 @@ into the same JSON-able data.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import linecache
 import numbers
 import reprlib
@@ -38,6 +39,9 @@ __all__ = [
     "plain_answer",
     "provide",
     "read_answer",
+    "sub_functions",
+    "tool_functions",
+    "typed_schema",
 ]
 
 #: The module name this file's source gets inside a kernel or a sandbox.
@@ -45,6 +49,9 @@ PYCELL_MODULE = "_polyrlm_pycell"
 #: Levels of lists and dicts an answer keeps; deeper (or self-holding) parts
 #: become a short repr, so every answer can be written to a trajectory.
 ANSWER_MAX_DEPTH = 100
+
+#: The attribute that marks a function made by :func:`tool_functions`.
+_TOOL_MARK = "_polyrlm_tool"
 
 #: One cell compiles at a time per process: CPython 3.11's AST builder keeps
 #: its recursion count per interpreter, so two threads building ASTs at once
@@ -85,6 +92,14 @@ def plain_answer(value: Any, depth: int = 0) -> Any:
             return plain_answer(value.item(), depth + 1)
         except Exception:
             pass
+    dump = getattr(value, "model_dump", None)
+    if callable(dump) and not isinstance(value, type):  # a pydantic model: its fields
+        try:
+            return plain_answer(dump(mode="json"), depth + 1)
+        except Exception:
+            pass
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return plain_answer(dataclasses.asdict(value), depth + 1)
     return str(value)
 
 
@@ -187,6 +202,8 @@ def list_variables(
     for name, value in list(ns.items()):
         if name in hidden or name.startswith("_") or isinstance(value, types.ModuleType):
             continue
+        if isinstance(value, types.FunctionType) and getattr(value, _TOOL_MARK, False):
+            continue
         try:
             size: int | None = len(value)
         except Exception:
@@ -222,9 +239,12 @@ def provide(
     rlm_batch: Callable[..., list[str]],
     SubCallError: type[Exception],
     SubCallFailure: type[str],
+    tools: Mapping[str, Callable[..., Any]] | None = None,
 ) -> None:
     """Give ``ns`` every :data:`PROVIDED` name: a fresh answer, ``FINAL``,
-    and the backend's sub-call functions and their error types."""
+    the backend's sub-call functions and their error types, and the user's
+    ``tools`` (made by :func:`tool_functions`)."""
+    ns.update(tools or {})
     ns.update(
         llm_query=llm_query,
         llm_batch=llm_batch,
@@ -234,6 +254,77 @@ def provide(
         SubCallFailure=SubCallFailure,
         FINAL=answer_slot(ns),
     )
+
+
+def typed_schema(schema: Any) -> tuple[dict[str, Any] | None, Callable[[Any], Any] | None]:
+    """A typed sub-call's ``schema`` as a JSON Schema, and what rebuilds the
+    reply: a dict is a JSON Schema (the reply stays JSON data); a pydantic
+    model (or any type, where pydantic is importable) gives its schema, and
+    the reply comes back as an instance."""
+    if schema is None:
+        return None, None
+    if isinstance(schema, Mapping):
+        return dict(schema), None
+    to_schema = getattr(schema, "model_json_schema", None)
+    if callable(to_schema):
+        return to_schema(), schema.model_validate
+    try:
+        from pydantic import TypeAdapter
+    except ImportError:  # the WASM guest: no pydantic
+        raise TypeError("schema must be a JSON Schema (a dict) here") from None
+    adapter = TypeAdapter(schema)
+    return adapter.json_schema(), adapter.validate_python
+
+
+def sub_functions(
+    query: Callable[..., Any], batch: Callable[..., list[Any]], failure: type[str]
+) -> tuple[Callable[..., Any], Callable[..., list[Any]]]:
+    """``llm_query`` and ``llm_batch`` for the model's code, over the
+    backend's ``query(prompt, model, schema)`` and ``batch(prompts, model,
+    schema)``: a ``schema`` makes the reply typed (see :func:`typed_schema`)."""
+
+    def llm_query(prompt: str, model: str | None = None, schema: Any = None) -> Any:
+        wanted, rebuild = typed_schema(schema)
+        reply = query(str(prompt), model, wanted)
+        return reply if rebuild is None else rebuild(reply)
+
+    def llm_batch(prompts: list[str], model: str | None = None, schema: Any = None) -> list[Any]:
+        wanted, rebuild = typed_schema(schema)
+        replies = batch([str(p) for p in prompts], model, wanted)
+        if rebuild is None:
+            return replies
+        return [r if isinstance(r, failure) else rebuild(r) for r in replies]
+
+    return llm_query, llm_batch
+
+
+def tool_functions(
+    specs: Collection[Mapping[str, Any]], call: Callable[[str, dict[str, Any]], Any]
+) -> dict[str, Callable[..., Any]]:
+    """A function per user tool (``specs``: ``name``, ``params`` in order,
+    ``description``) that binds its arguments by name and sends them with
+    ``call(name, arguments)``; the tool runs on the host."""
+
+    def make(name: str, params: list[str], doc: str) -> Callable[..., Any]:
+        def fn(*args: Any, **kwargs: Any) -> Any:
+            if len(args) > len(params):
+                raise TypeError(f"{name}() takes {len(params)} arguments, {len(args)} given")
+            bound = dict(zip(params, args, strict=False))
+            for key, value in kwargs.items():
+                if key in bound:
+                    raise TypeError(f"{name}() got argument {key!r} twice")
+                bound[key] = value
+            return call(name, bound)
+
+        fn.__name__ = fn.__qualname__ = name
+        fn.__doc__ = doc
+        setattr(fn, _TOOL_MARK, True)  # left out of the variables listed
+        return fn
+
+    return {
+        str(s["name"]): make(str(s["name"]), list(s["params"]), str(s.get("description", "")))
+        for s in specs
+    }
 
 
 def read_answer(ns: Mapping[str, Any]) -> tuple[bool, Any]:

@@ -29,6 +29,7 @@ from polyrlm.records import Budget, Divergence, ReplayReport
 from polyrlm.replay_book import ReplayBook, load_events
 from polyrlm.result import Result
 from polyrlm.rlm import RLM
+from polyrlm.tools import Tool
 from polyrlm.trajectory import RecordedTrajectory, load_trajectory_file
 
 __all__ = ["Divergence", "ReplayBook", "ReplayReport", "load_events", "replay"]
@@ -70,6 +71,8 @@ def replay(
         stop_at_code_end=settings.get("stop_at_code_end", True),
         code_channel=settings.get("code_channel", "fences"),
         sub_models=settings.get("sub_models") or None,
+        tools=[Tool.from_record(t) for t in settings.get("tools") or ()],
+        answer_type=settings.get("answer_schema"),
         sub_model_options=settings.get("sub_options"),
         log=log,
         on_event=on_event,

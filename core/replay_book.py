@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from polyrlm.errors import ConfigError, ModelCallFailed
-from polyrlm.events import CodeExecuted, Event, ModelCalled, RunFinished, RunStarted
+from polyrlm.events import CodeExecuted, Event, ModelCalled, RunFinished, RunStarted, ToolCalled
 from polyrlm.records import REPLAY_QUOTE_CHARS, Divergence, ReplayReport, Role
 from polyrlm.replay_compare import compare
 from polyrlm.result import Result
+from polyrlm.tools import ToolError
 from polyrlm.trajectory import load_trajectory
 
 __all__ = ["PAST_RECORD_END", "ReplayBook", "load_events"]
@@ -55,8 +56,13 @@ class ReplayBook:
         self._sub_calls: dict[tuple[str, str], collections.deque[ModelCalled]] = (
             collections.defaultdict(collections.deque)
         )
+        self._tool_calls: dict[tuple[str, str, str], collections.deque[ToolCalled]] = (
+            collections.defaultdict(collections.deque)
+        )
         self.position = {id(e): n for n, e in enumerate(self.events, 1)}
         for e in self.events:
+            if isinstance(e, ToolCalled):
+                self._tool_calls[(e.run_id, e.tool, e.arguments_digest)].append(e)
             if isinstance(e, ModelCalled):
                 if e.role == Role.ROOT:
                     self._root_calls[e.run_id].append(e)
@@ -169,10 +175,24 @@ class ReplayBook:
         )
         raise ModelCallFailed("replay: no recorded reply for this sub-call")
 
-    def _note(self, event: Event | None, what: str, why: str) -> None:
+    def serve_tool(self, *, run_id: str, tool: str, digest: str) -> ToolCalled:
+        """The recorded call of ``tool`` with these arguments (by their
+        digest), in recorded order; raises :class:`ToolError` if there is none."""
+        recorded_run = self.runs.get(run_id)
+        pool = self._tool_calls.get((recorded_run or "", tool, digest))
+        if pool:
+            return pool.popleft()
+        if recorded_run is not None and self._beyond(run_id, recorded_run):
+            raise ToolError(PAST_RECORD_END)
+        self._note(
+            None, "missing", f"a call of tool {tool!r} the record does not have", "tool call"
+        )
+        raise ToolError(f"replay: no recorded call of tool {tool!r} with these arguments")
+
+    def _note(self, event: Event | None, what: str, why: str, step: str = "model call") -> None:
         self.notes.append(
             Divergence(
-                step="model call",
+                step=step,
                 position=self.position.get(id(event)) if event is not None else None,
                 what=what,
                 why=why,

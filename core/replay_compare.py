@@ -201,9 +201,12 @@ def compare(
     root = next(r for r in rec.started.values() if r.depth == 0)
     end = rec.finished.get(root.run_id)
     answer: Any = end.answer if end else None
+    # As JSON data, as recorded (a typed answer is an instance in the result).
+    end_rep = rep.finished.get(back.get(root.run_id) or "")
+    replayed_answer = end_rep.answer if end_rep is not None else result.answer
     if end is not None:  # else the record ends early: no answer or stop reason to compare
         for what, a, b in (
-            ("answer", end.answer, result.answer),
+            ("answer", end.answer, replayed_answer),
             ("stop_reason", str(end.stop_reason), str(result.stop_reason)),
         ):
             if a != b:
@@ -222,7 +225,7 @@ def compare(
         steps=steps,
         matching_steps=matching,
         recorded_answer=answer,
-        replayed_answer=result.answer,
+        replayed_answer=replayed_answer,
         recorded_stop_reason=str(end.stop_reason) if end else None,
         replayed_stop_reason=str(result.stop_reason),
         divergences=tuple(found),

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from polyrlm.answers import as_answer_type
 from polyrlm.broker import Broker
 from polyrlm.cache import ResponseCache
 from polyrlm.config import (
@@ -29,6 +32,8 @@ from polyrlm.registry import get_registry, plugin_manager
 from polyrlm.replay_book import ReplayBook, load_events
 from polyrlm.result import Result
 from polyrlm.runspec import CODE_CHANNELS, Outcome, Settings
+from polyrlm.tool_calls import ToolRunner
+from polyrlm.tools import as_tools
 from polyrlm.trajectory import TrajectoryWriter
 
 __all__ = ["DEFAULT_BACKEND", "RLM", "default_cache_dir"]
@@ -67,9 +72,17 @@ class RLM:
     the host picks the models, and its credentials go to no model or
     endpoint the code named.
 
+    ``tools`` are plain functions of yours (or :func:`polyrlm.tool` s) that
+    the code may call; they run here, on the host, with their arguments and
+    results validated against their type hints (see :mod:`polyrlm.tools`).
+    ``answer_type`` (a pydantic model, a type such as ``list[str]``, or a
+    JSON Schema dict) is the type every completion's answer must have,
+    unless :meth:`completion` is given another (see :mod:`polyrlm.answers`).
+
     ``replay=`` a trajectory (a JSONL path or a list of events) serves every
-    model call from that record instead of a provider, and ``result.replay``
-    compares the run with it step by step (see :mod:`polyrlm.replay`).
+    model call (and tool call) from that record instead of a provider, and
+    ``result.replay`` compares the run with it step by step (see
+    :mod:`polyrlm.replay`).
     """
 
     def __init__(
@@ -94,6 +107,8 @@ class RLM:
         stop_at_code_end: bool = True,
         code_channel: str = "auto",
         sub_models: Mapping[str, str] | None = None,
+        tools: Sequence[Any] | None = None,
+        answer_type: Any = None,
         replay: str | Path | Sequence[Event] | None = None,
         **model_options: Any,
     ) -> None:
@@ -127,6 +142,8 @@ class RLM:
             stop_at_code_end=stop_at_code_end,
             code_channel=code_channel,
             sub_models=dict(sub_models or {}),
+            tools=as_tools(tools),
+            answer_type=as_answer_type(answer_type),
         )
         self.max_concurrency = max_concurrency
         self.cache_dir = (
@@ -144,12 +161,19 @@ class RLM:
         if replay is not None:
             self.replay = load_events(replay)
 
-    def completion(self, question: str, context: Any = None) -> Result:
+    def completion(self, question: str, context: Any = None, answer_type: Any = None) -> Result:
         """Answer ``question`` about ``context`` (str, list, dict, DataFrame,
         or a :class:`~pathlib.Path`). Blocks; see :meth:`acompletion`.
 
+        ``answer_type`` (a pydantic model, ``list[...]``, ``dict[...]``, a
+        JSON Schema dict) makes ``result.answer`` an instance of it: the
+        answer the code sets is validated on the host, and one that does not
+        validate goes back to the model with the errors.
+
         Ctrl-C ends the run cleanly and raises :class:`~polyrlm.errors.Interrupted`
         (a ``KeyboardInterrupt``) whose ``result`` is the run so far."""
+        if answer_type is not None:
+            return self._typed(answer_type).completion(question, context)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -189,11 +213,21 @@ class RLM:
         finally:  # this loop ends here: so do the HTTP clients litellm made for it
             await close_loop_clients()
 
-    async def acompletion(self, question: str, context: Any = None) -> Result:
+    async def acompletion(
+        self, question: str, context: Any = None, answer_type: Any = None
+    ) -> Result:
         """The same as :meth:`completion`, as a coroutine. Cancelling it ends
         the run cleanly (environments closed, ``run_finished`` recorded with
         stop reason ``interrupted``) and raises ``CancelledError``."""
+        if answer_type is not None:
+            return await self._typed(answer_type).acompletion(question, context)
         return await self._acompletion(question, context, [])
+
+    def _typed(self, answer_type: Any) -> RLM:
+        """This RLM with another answer type (the settings are shared, frozen)."""
+        other = copy.copy(self)
+        other.settings = dataclasses.replace(self.settings, answer_type=as_answer_type(answer_type))
+        return other
 
     async def _acompletion(self, question: str, context: Any, kept: list[Result]) -> Result:
         check_context(context)  # before the log is opened: a refused run overwrites nothing
@@ -227,9 +261,10 @@ class RLM:
             windows=self.windows,
             replay=book,
         )
+        tools = ToolRunner(self.settings.tools, emit, book, ledger.seconds_left)
         ledger.start()  # the clock starts with the run, litellm imported
         try:
-            outcome = await Tree(self.settings, ledger, broker, emit).run(
+            outcome = await Tree(self.settings, ledger, broker, emit, tools).run(
                 question, "" if context is None else context
             )
         except asyncio.CancelledError:

@@ -7,11 +7,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from polyrlm.answers import AnswerType
 from polyrlm.broker import Broker
 from polyrlm.environment import EnvConfig, Environment
 from polyrlm.errors import SubCallError
 from polyrlm.recording import public_options
 from polyrlm.records import Budget, StopReason
+from polyrlm.tools import Tool
 
 __all__ = ["CODE_CHANNELS", "Outcome", "Settings"]
 
@@ -37,6 +39,10 @@ class Settings:
     code_channel: str = "auto"
     #: Other sub-models the code may name: what it writes -> the litellm model.
     sub_models: dict[str, str] = field(default_factory=dict)
+    #: The user's functions offered to the code (:mod:`polyrlm.tools`).
+    tools: tuple[Tool, ...] = ()
+    #: The declared type of the root's answer (:mod:`polyrlm.answers`).
+    answer_type: AnswerType | None = None
 
     def offered_model(self, name: str | None) -> str:
         """The litellm model for a name the environment's code gave; only the
@@ -67,6 +73,8 @@ class Settings:
             "stop_at_code_end": self.stop_at_code_end,
             "code_channel": self.code_channel,
             "sub_models": self.sub_models,
+            "tools": [t.record() for t in self.tools],
+            "answer_schema": None if self.answer_type is None else self.answer_type.schema,
             "max_concurrency": broker.max_concurrency,
             "windows": broker.windows,
         }

@@ -10,7 +10,7 @@ import asyncio
 import concurrent.futures
 import json
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from polyrlm.broker import Broker
@@ -19,6 +19,9 @@ from polyrlm.environment import SubCallFailure
 from polyrlm.errors import BudgetExhausted, ModelCallFailed, SubCallError
 from polyrlm.records import Role, StopReason
 from polyrlm.runspec import Outcome, Settings
+from polyrlm.tool_calls import ToolRunner
+from polyrlm.tools import Tool
+from polyrlm.typed_calls import SubSchema
 
 __all__ = ["WAIT_POLL_S", "ChildRuns", "LoopSubCalls"]
 
@@ -35,6 +38,7 @@ class ChildRuns(Protocol):
 
     broker: Broker
     settings: Settings
+    tools: ToolRunner
 
     async def run(
         self,
@@ -65,6 +69,8 @@ class LoopSubCalls:
         self._lock = threading.Lock()
         self._pending: set[concurrent.futures.Future[Any]] = set()
         self._refusing: str | None = None
+        #: The user tools this loop's code may call.
+        self.tools: tuple[Tool, ...] = tree.tools.offered(depth)
 
     def _wait(self, coro: Coroutine[Any, Any, T]) -> T:
         if threading.get_ident() == self._loop_thread:
@@ -107,21 +113,45 @@ class LoopSubCalls:
 
     # -- async versions: also what the bridge serves to out-of-process code --
 
-    async def allm_query(self, prompt: str, model: str | None = None) -> str:
-        try:
-            return await self.tree.broker.call(
-                [{"role": "user", "content": str(prompt)}],
-                model=self.tree.settings.offered_model(model),
-                role=Role.SUB,
-                depth=self.depth + 1,
-                run_id=self.run_id,
-                exec_id=self.exec_id,
-                options=self.tree.settings.sub_options,
-            )
-        except (ModelCallFailed, BudgetExhausted) as exc:
-            raise SubCallError(str(exc)) from None
+    async def allm_query(
+        self, prompt: str, model: str | None = None, schema: dict[str, Any] | None = None
+    ) -> Any:
+        settings = self.tree.settings
+        chosen = settings.offered_model(model)
 
-    async def allm_batch(self, prompts: Sequence[str], model: str | None = None) -> list[str]:
+        async def send(messages: list[dict[str, Any]], options: dict[str, Any]) -> str:
+            try:
+                return await self.tree.broker.call(
+                    messages,
+                    model=chosen,
+                    role=Role.SUB,
+                    depth=self.depth + 1,
+                    run_id=self.run_id,
+                    exec_id=self.exec_id,
+                    options=options,
+                )
+            except (ModelCallFailed, BudgetExhausted) as exc:
+                raise SubCallError(str(exc)) from None
+
+        if schema is None:
+            return await send([{"role": "user", "content": str(prompt)}], settings.sub_options)
+        typed = SubSchema(schema)
+        options = typed.options(self.tree.broker.provider, chosen, settings.sub_options)
+        return await typed.ask(str(prompt), send, options)
+
+    async def allm_batch(
+        self, prompts: Sequence[str], model: str | None = None, schema: dict[str, Any] | None = None
+    ) -> list[Any]:
+        if schema is not None:  # typed: each item validated (and asked again) on its own
+            SubSchema(schema)  # a bad schema fails the whole batch, at once
+
+            async def one(prompt: str) -> Any:
+                try:
+                    return await self.allm_query(prompt, model, schema)
+                except SubCallError as exc:
+                    return SubCallFailure(str(exc))
+
+            return list(await asyncio.gather(*(one(str(p)) for p in prompts)))
         return await self.tree.broker.batch(
             [str(p) for p in prompts],
             model=self.tree.settings.offered_model(model),
@@ -129,6 +159,16 @@ class LoopSubCalls:
             run_id=self.run_id,
             exec_id=self.exec_id,
             options=self.tree.settings.sub_options,
+        )
+
+    async def acall_tool(self, name: str, arguments: Mapping[str, Any]) -> Any:
+        return await self.tree.tools.call(
+            name, arguments, depth=self.depth, run_id=self.run_id, exec_id=self.exec_id
+        )
+
+    async def acall_tools(self, name: str, arguments: Sequence[Mapping[str, Any]]) -> list[Any]:
+        return await self.tree.tools.batch(
+            name, list(arguments), depth=self.depth, run_id=self.run_id, exec_id=self.exec_id
         )
 
     async def arlm_query(self, prompt: str, context: Any = None) -> str:
@@ -171,11 +211,21 @@ class LoopSubCalls:
 
     # -- blocking versions, for code running in a worker thread --
 
-    def llm_query(self, prompt: str, model: str | None = None) -> str:
-        return self._wait(self.allm_query(prompt, model))
+    def llm_query(
+        self, prompt: str, model: str | None = None, schema: dict[str, Any] | None = None
+    ) -> Any:
+        return self._wait(self.allm_query(prompt, model, schema))
 
-    def llm_batch(self, prompts: Sequence[str], model: str | None = None) -> list[str]:
-        return self._wait(self.allm_batch(prompts, model))
+    def llm_batch(
+        self, prompts: Sequence[str], model: str | None = None, schema: dict[str, Any] | None = None
+    ) -> list[Any]:
+        return self._wait(self.allm_batch(prompts, model, schema))
+
+    def call_tool(self, name: str, arguments: Mapping[str, Any]) -> Any:
+        return self._wait(self.acall_tool(name, arguments))
+
+    def call_tools(self, name: str, arguments: Sequence[Mapping[str, Any]]) -> list[Any]:
+        return self._wait(self.acall_tools(name, arguments))
 
     def rlm_query(self, prompt: str, context: Any = None) -> str:
         return self._wait(self.arlm_query(prompt, context))

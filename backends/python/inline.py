@@ -24,7 +24,7 @@ from polyrlm.backends.python.capture import capture
 from polyrlm.backends.python.guide import python_guide
 from polyrlm.backends.python.watchdog import watchdog
 from polyrlm.contexts import load_python_context
-from polyrlm.environment import ContractSnippets, Environment, SubCallFailure
+from polyrlm.environment import ContractSnippets, Environment, PythonGuides, SubCallFailure
 from polyrlm.errors import SubCallError
 from polyrlm.pycell import (
     PROVIDED,
@@ -33,6 +33,8 @@ from polyrlm.pycell import (
     list_variables,
     provide,
     read_answer,
+    sub_functions,
+    tool_functions,
 )
 from polyrlm.records import ExecResult, State, VarInfo
 
@@ -49,6 +51,10 @@ PYTHON_CONTRACT = ContractSnippets(
     llm_batch="print(','.join(llm_batch(['a', 'b', 'c'])))",
     loop_forever="while True:\n    pass",
     flood="for _ in range(10_000):\n    print('x' * 1_000)",
+    typed_answer="FINAL({'name': 'Ada', 'tags': ['x', 'y'], 'address': {'city': 'Paris'}})",
+    wrong_typed_answer="FINAL({'name': 'Ada', 'tags': 'x'})",
+    call_tool="FINAL(area(6, height=7))",
+    typed_llm_query="print(llm_query('ping', schema={'type': 'object'})['echo'])",
 )
 
 #: Source folders of polyrlm (core, backends) whose frames tracebacks leave out.
@@ -93,7 +99,7 @@ def _hidden_frame(filename: str) -> bool:
     )
 
 
-class InlinePythonEnvironment(Environment):
+class InlinePythonEnvironment(PythonGuides, Environment):
     """A persistent namespace in the host process."""
 
     name: ClassVar[str] = "python-inline"
@@ -114,18 +120,16 @@ class InlinePythonEnvironment(Environment):
         self._reset()
 
     def _reset(self) -> None:
-        def llm_query(prompt: str, model: str | None = None) -> str:
-            return self.subcalls.llm_query(prompt, model)
-
-        def llm_batch(prompts: list[str], model: str | None = None) -> list[str]:
-            return self.subcalls.llm_batch(list(prompts), model)
+        sc = self.subcalls
+        llm_query, llm_batch = sub_functions(sc.llm_query, sc.llm_batch, SubCallFailure)
 
         def rlm_query(prompt: str, context: Any = None) -> str:
-            return self.subcalls.rlm_query(prompt, context)
+            return sc.rlm_query(prompt, context)
 
         def rlm_batch(prompts: list[str], contexts: list[Any] | None = None) -> list[str]:
-            return self.subcalls.rlm_batch(list(prompts), contexts)
+            return sc.rlm_batch(list(prompts), contexts)
 
+        specs = [t.spec() for t in sc.tools]
         self.ns.clear()
         self.ns["__name__"] = "__main__"
         provide(
@@ -136,6 +140,7 @@ class InlinePythonEnvironment(Environment):
             rlm_batch=rlm_batch,
             SubCallError=SubCallError,
             SubCallFailure=SubCallFailure,
+            tools=tool_functions(specs, sc.call_tool),
         )
 
     def close(self) -> None:
