@@ -3,8 +3,10 @@
 Each answer set is recorded (``answer_set``). In a typed root run it is
 validated first: one that does not validate is recorded as such, told to the
 model with the errors (an observation, within the iteration budget) and not
-checked again until it changes; an accepted one is an instance of the type,
-recorded as JSON data.
+checked again until it changes; an accepted one is an instance of the type
+(``Result.answer``), recorded as the JSON data the code set (decoded when it
+was JSON text): a replay, which has only the recorded JSON Schema, records
+the very same.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from polyrlm.answers import AnswerInvalid, AnswerType
+from polyrlm.answers import AnswerInvalid, AnswerType, decode_json_text
 from polyrlm.events import AnswerSet, Event
 from polyrlm.prompts import ANSWER_INVALID_NOTE, ANSWER_STILL_INVALID_NOTE
 from polyrlm.records import ExecResult
@@ -32,6 +34,8 @@ class AnswerDesk:
         self.run_id = run_id
         #: The answer accepted (an instance of the type, when typed).
         self.accepted: Any = None
+        #: The accepted answer as the code set it (JSON data), when typed.
+        self._raw: Any = None
         self._typed = False
         #: The last answer that did not validate, as JSON.
         self._rejected: str | None = None
@@ -48,7 +52,7 @@ class AnswerDesk:
         if shown == self._rejected:
             return False, ANSWER_STILL_INVALID_NOTE
         try:
-            self.accepted, self._typed = self.answer_type.validate(result.answer), True
+            self._accept(result.answer)
         except AnswerInvalid as exc:
             self._rejected = shown
             self.emit(
@@ -72,13 +76,19 @@ class AnswerDesk:
         if self.answer_type is None or answer is None:
             return answer
         try:
-            self.accepted, self._typed = self.answer_type.validate(answer), True
+            self._accept(answer)
         except AnswerInvalid:
             return answer
         return self.accepted
 
+    def _accept(self, answer: Any) -> None:
+        assert self.answer_type is not None
+        raw = decode_json_text(answer, self.answer_type.schema)
+        self.accepted = self.answer_type.validate(raw)
+        self._raw, self._typed = raw, True
+
     def recorded(self, answer: Any) -> Any:
-        """The answer as JSON data, for the record (a typed one dumped)."""
-        if self._typed and answer is self.accepted and self.answer_type is not None:
-            return self.answer_type.dump(answer)
+        """The answer as JSON data, for the record (a typed one as it was set)."""
+        if self._typed and answer is self.accepted:
+            return self._raw
         return answer

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from polyrlm.answers import as_answer_type
 from polyrlm.contexts import check_context, decode_text
 from polyrlm.errors import ConfigError, Interrupted, PolyrlmError
 from polyrlm.provider import use_local_price_list
@@ -58,6 +59,12 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--log", default=None, help="write the trajectory as JSONL here")
     p.add_argument("--cache", default=None, help="on-disk response cache directory")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    p.add_argument(
+        "--answer-schema",
+        default=None,
+        metavar="FILE",
+        help="a JSON Schema file: the answer must validate against it (printed as JSON)",
+    )
 
 
 #: The Budget field each budget flag sets (``polyrlm run``; ``bench`` uses some).
@@ -161,9 +168,25 @@ def _within(written: Path | None, read: str | None) -> bool:
     return inside == source or source in inside.parents
 
 
+def _answer_schema(path: str | None) -> Any:
+    """The answer's JSON Schema from ``--answer-schema FILE`` (checked as one)."""
+    if path is None:
+        return None
+    try:
+        schema = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"bad --answer-schema {path!r}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"bad --answer-schema {path!r}: not JSON ({exc})") from None
+    if not isinstance(schema, dict):
+        raise ConfigError(f"bad --answer-schema {path!r}: a JSON Schema is an object")
+    return as_answer_type(schema)
+
+
 def _check_run_args(args: argparse.Namespace) -> None:
     """Every bad value of ``polyrlm run``, before anything runs or is written."""
     _budget(args)
+    _answer_schema(args.answer_schema)
     if args.max_concurrency is not None and args.max_concurrency < 1:
         raise ConfigError(f"bad --max-concurrency {args.max_concurrency}: must be at least 1")
     if args.call_timeout is not None and not args.call_timeout > 0:
@@ -223,6 +246,7 @@ def _run(args: argparse.Namespace) -> int:
         budget=_budget(args),
         log=args.log,
         cache=args.cache or False,
+        answer_type=_answer_schema(args.answer_schema),
         **options,
     )
     try:

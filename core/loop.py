@@ -28,6 +28,7 @@ from polyrlm.errors import (
 from polyrlm.events import CodeExecuted, Event, RunFinished, RunStarted, TurnStarted
 from polyrlm.history import REPLY_ROOM_TOKENS, fit_window
 from polyrlm.ledger import Ledger
+from polyrlm.opening import opening
 from polyrlm.parsing import (
     CodeBlock,
     code_end,
@@ -40,9 +41,6 @@ from polyrlm.prompts import (
     NO_CODE_PROMPT,
     RUN_CODE_TOOL,
     XML_CALL_NOTE,
-    first_user_message,
-    run_code_tool,
-    system_prompt,
 )
 from polyrlm.provider import Reply
 from polyrlm.recording import context_record
@@ -203,41 +201,18 @@ class Tree:
     def _model(self, s: _Session) -> str:
         return self.settings.model if s.depth == 0 else self.settings.child_model
 
-    def _tools(self, s: _Session) -> list[dict[str, Any]] | None:
-        """The run_code tool, when this root gets the native code channel."""
-        channel, model = self.settings.code_channel, self._model(s)
-        if channel == "auto":  # Claude drifts into XML tool calls in prose when offered none
-            wanted = "claude" in model.lower() and self.broker.provider.calls_functions(model)
-            channel = "tools" if wanted else "fences"
-        return [run_code_tool(s.env.language)] if channel == "tools" else None
-
-    def _guide(self, s: _Session) -> str:
-        """The environment's guide, with the answer's type (the root's) and
-        the tools this run's code may call."""
-        parts = [s.env.prompt_guide()]
-        if s.depth == 0 and self.settings.answer_type is not None:
-            parts.append(s.env.answer_guide(self.settings.answer_type))
-        if s.subcalls.tools:
-            parts.append(s.env.tools_guide(s.subcalls.tools))
-        return "\n".join(parts)
-
     async def _turns(self, s: _Session, question: str) -> tuple[Outcome, int]:
         budget = self.settings.budget
-        guide = await in_thread(self._guide, s)
-        tools = s.tools = self._tools(s)
-        system = system_prompt(
-            guide,
-            describe_context(s.context),
-            max_iterations=budget.max_iterations,
-            depth=s.depth,
-            max_depth=budget.max_depth,
-            tool_language=s.env.language if tools else None,
-            sub_models=sorted(self.settings.sub_models),
+        messages, s.tools = await in_thread(
+            opening,
+            self.settings,
+            self.broker.provider,
+            s.env,
+            s.subcalls.tools,
+            s.context,
+            s.depth,
+            question,
         )
-        messages: list[dict[str, Any]] = [
-            {"role": "system", "content": system},
-            {"role": "user", "content": first_user_message(question)},
-        ]
         for iteration in range(1, budget.max_iterations + 2):
             last = iteration > budget.max_iterations
             if last:  # out of turns: ask once for the answer

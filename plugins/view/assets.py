@@ -68,6 +68,7 @@ main > .node { margin-left: 0; }
 .kind-batch > .head .kind { background: var(--batch); }
 .kind-call > .head .kind { background: var(--call); }
 .kind-answer > .head .kind { background: var(--answer); }
+.kind-tool > .head .kind { background: var(--call); }
 .title { font-weight: 600; }
 .flag { font-size: 12px; color: var(--muted); border: 1px solid var(--line); border-radius: 3px;
   padding: 0 4px; }

@@ -61,7 +61,8 @@ def _call_node(e: Mapping[str, Any]) -> Node:
 
 
 # An item of a turn or an execution, in the order it began: ("exec", key),
-# ("call", key), ("batch", key), ("run", run_id) or ("answer", index).
+# ("call", key), ("batch", key), ("run", run_id), ("answer", index) or
+# ("tool", index).
 Item = tuple[str, str]
 
 
@@ -102,6 +103,7 @@ class _Builder:
         self.calls: dict[str, Mapping[str, Any]] = {}
         self.batches: dict[str, tuple[Mapping[str, Any] | None, list[str]]] = {}
         self.answers: list[Mapping[str, Any]] = []
+        self.tool_calls: list[Mapping[str, Any]] = []
         self.top: list[str] = []
 
     def run(self, run_id: str) -> _Run:
@@ -144,6 +146,9 @@ class _Builder:
                 self.under(run, e.get("exec_id")).append(("batch", key))
         elif kind == "code_executed":
             self.executed(run, e)
+        elif kind == "tool_called":
+            self.tool_calls.append(e)
+            self.under(run, e.get("exec_id")).append(("tool", str(len(self.tool_calls) - 1)))
         elif kind == "answer_set":
             self.answers.append(e)
             self.turn(run, run.current or 1).items.append(("answer", str(len(self.answers) - 1)))
@@ -215,8 +220,14 @@ class _Builder:
         if kind == "batch":
             return self.batch_node(key)
         if kind == "answer":
-            answer = show(self.answers[int(key)].get("answer"))
-            return Node("answer", "answer set", sections=[("answer", answer)])
+            e = self.answers[int(key)]
+            node = Node("answer", "answer set", sections=[("answer", show(e.get("answer")))])
+            if e.get("valid") is False:  # a typed run refused it
+                node.title, node.flags = "answer refused", ["did not validate"]
+                node.sections.append(("errors", "\n".join(map(str, e.get("errors") or ()))))
+            return node
+        if kind == "tool":
+            return _tool_node(self.tool_calls[int(key)])
         return self.run_node(self.runs[key])
 
     def run_node(self, run: _Run) -> Node:
@@ -298,6 +309,18 @@ class _Builder:
         elif calls:
             node.own = Stats(seconds=max(float(c.get("latency_s") or 0.0) for c in calls))
         return node
+
+
+def _tool_node(e: Mapping[str, Any]) -> Node:
+    node = Node("tool", f"tool {e.get('tool', '?')}", key=str(e.get("call_id", "")))
+    node.own = Stats(seconds=float(e.get("duration_s") or 0.0))
+    node.sections = [("arguments", show(e.get("arguments")))]
+    if e.get("error") is not None:
+        node.flags.append("error")
+        node.sections.append(("error", str(e["error"])))
+    else:
+        node.sections.append(("result", show(e.get("result"))))
+    return node
 
 
 def _total(node: Node) -> Stats:

@@ -108,3 +108,44 @@ def test_a_real_run_prints_only_polyrlm_on_stderr(tmp_path: Path) -> None:
     ours = ("stop: ", "calls: ", "iterations: ", "  root: ")
     foreign = [line for line in done.stderr.splitlines() if not line.startswith(ours)]
     assert not foreign, done.stderr
+
+
+def test_run_with_an_answer_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    schema = tmp_path / "answer.json"
+    schema.write_text(
+        json.dumps({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})
+    )
+    root = ScriptedModel(
+        [
+            "```python\nFINAL({'n': 'many'})\n```",
+            "```python\nFINAL({'n': len(context.split())})\n```",
+        ]
+    )
+    ctx = tmp_path / "ctx.txt"
+    ctx.write_text("one two three")
+    code = main(
+        ["run", "How many words?", "-c", str(ctx), "-m", root.model, "--answer-schema", str(schema)]
+    )
+    assert code == 0
+    assert json.loads(capsys.readouterr().out) == {"n": 3}
+    assert "'many' is not of type 'integer'" in root.calls[1][-1]["content"]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "No such file"),
+        ("{not json", "not JSON"),
+        ("[1]", "is an object"),
+        ('{"type": "nothing"}', "not a valid JSON Schema"),
+    ],
+)
+def test_a_bad_answer_schema_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, problem: str
+) -> None:
+    path = tmp_path / "schema.json"
+    if content is not None:
+        path.write_text(content)
+    code = main(["run", "q", "-m", "polyrlm-scripted/none", "--answer-schema", str(path)])
+    assert code == 2
+    assert problem in capsys.readouterr().err

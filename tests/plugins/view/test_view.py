@@ -320,3 +320,24 @@ def test_a_killed_run_s_page_says_where_its_record_ends(
     assert '"notes":[]' in whole  # a finished record has nothing to say about its end
     events = read_trajectory(torn)
     assert f"the record ends at line {keep}" in render_html(events)  # events alone, too
+
+
+def test_tool_calls_and_refused_answers_are_shown() -> None:
+    def area(width: int, height: int) -> int:
+        return width * height
+
+    root = ScriptedModel(
+        [
+            "```python\nFINAL([area(2, 3)])\n```",
+            "```python\nFINAL(area(6, 7))\n```",
+        ]
+    )
+    result = RLM(root.model, tools=[area]).completion("q", "c", answer_type=int)
+    assert result.answer == 42
+    nodes = list(build_tree(dumps(result.trajectory)).runs[0].walk())
+    tools = [n for n in nodes if n.kind == "tool"]
+    assert [dict(n.sections)["result"] for n in tools] == ["6", "42"]
+    assert dict(tools[0].sections)["arguments"] == json.dumps({"width": 2, "height": 3}, indent=1)
+    refused = [n for n in nodes if n.title == "answer refused"]
+    assert len(refused) == 1 and "is not of type 'integer'" in dict(refused[0].sections)["errors"]
+    assert "tool area" in render_html(list(result.trajectory))
