@@ -62,8 +62,10 @@ class SubCalls(Protocol):
     are the user's functions this environment's code may call; they run on
     the host (:mod:`polyrlm.tools`), their arguments and results JSON."""
 
-    #: The user tools offered to this environment's code.
-    tools: Sequence[Tool]
+    @property
+    def tools(self) -> Sequence[Tool]:
+        """The user tools offered to this environment's code."""
+        ...
 
     def llm_query(
         self, prompt: str, model: str | None = None, schema: dict[str, Any] | None = None

@@ -175,7 +175,7 @@ class LoopSubCalls:
         depth = self.depth + 1
         if depth >= self.tree.settings.budget.max_depth:  # at the limit: a plain sub-call
             text = str(prompt) if context is None else f"{prompt}\n\n{context}"
-            return await self.allm_query(text)
+            return str(await self.allm_query(text))
         question = str(prompt)
         if context is None:
             context = question

@@ -154,7 +154,9 @@ class Tool:
             scope=str(record.get("scope", "root")),
         )
 
-    def bind(self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None) -> dict:
+    def bind(
+        self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Positional and keyword arguments as one dict of named arguments."""
         values = list(args)
         names = self.params
@@ -224,7 +226,7 @@ def _arguments_model(t: Tool) -> Any:
         for name, param in inspect.signature(t.fn).parameters.items():
             default = ... if param.default is inspect.Parameter.empty else param.default
             fields[name] = (hints.get(name, Any), default)
-        _MODELS[key] = create_model(  # type: ignore[call-overload]
+        _MODELS[key] = create_model(
             f"{t.name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
         )
     return _MODELS[key]
@@ -254,7 +256,7 @@ def tool(
         return fn
     if not callable(fn):
         raise ConfigError(f"a tool must be a function, not {fn!r}")
-    tool_name = name or getattr(fn, "__name__", "")
+    tool_name = str(name or getattr(fn, "__name__", ""))
     if not _NAME.fullmatch(tool_name) or keyword.iskeyword(tool_name):
         raise ConfigError(f"tool name {tool_name!r} is not an identifier (letters, digits, _)")
     if tool_name in RESERVED_TOOL_NAMES:

@@ -19,6 +19,9 @@ Available in the namespace:
 - `llm_batch(prompts: list[str], model: str | None = None) -> list[str]`: many
   sub-model calls at once, concurrently; replies in input order. A failed item is a
   string starting with "[sub-call failed: ..." (isinstance `SubCallFailure`).
+- Typed replies: `llm_query(prompt, schema=S)` and `llm_batch(prompts, schema=S)` with
+  `S` a JSON Schema dict return JSON data that validates against it; where pydantic is
+  importable `S` may also be a pydantic model, and each reply is an instance of it.
 - `rlm_query(prompt: str, context=None) -> str` and `rlm_batch(prompts, contexts=None)
   -> list[str]`: like llm_query/llm_batch, but each call is a recursive language
   model with a REPL of its own over `context` (at the depth limit they are plain

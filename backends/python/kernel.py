@@ -7,12 +7,15 @@ installed) the kernel runs in a sandbox (:mod:`polyrlm.sandbox`, folders in
 :mod:`polyrlm.backends.python.kernel_launch`): its own namespaces, an
 unprivileged user, no host files but the read-only system, interpreter and
 context, no network, capped memory, processes and private disk. Sub-calls
-reach the host through the bridge (:mod:`polyrlm.bridge`). What the kernel
+(``schema=`` makes them typed) and the user's tools reach the host through
+the bridge (:mod:`polyrlm.bridge`): a tool is a kernel function that sends
+its named arguments; the tool itself runs on the host. What the kernel
 sends is capped and checked on the host
 (:mod:`~polyrlm.backends.python.kernel_io`,
 :mod:`~polyrlm.backends.python.kernel_report`). A cell past its timeout is
 interrupted (its variables survive); a kernel that dies is restarted, the
-context loaded again, and the model told that its variables were lost.
+context and the tools loaded again, and the model told that its variables
+were lost.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from polyrlm.backends.python.kernel_report import (
 )
 from polyrlm.bridge import Bridge
 from polyrlm.contexts import load_python_context
-from polyrlm.environment import ContractSnippets, EnvConfig, Environment, SubCalls
+from polyrlm.environment import ContractSnippets, EnvConfig, Environment, PythonGuides, SubCalls
 from polyrlm.errors import BackendUnavailable, EnvironmentCrashed
 from polyrlm.records import ExecResult, State, VarInfo
 from polyrlm.sandbox import (
@@ -97,7 +100,7 @@ KERNEL_QUERY_TIMEOUT_S = 10.0
 T = TypeVar("T")
 
 
-class KernelPythonEnvironment(Environment):
+class KernelPythonEnvironment(PythonGuides, Environment):
     """A Python REPL in a separate Jupyter kernel process, sandboxed by
     bubblewrap when it is installed."""
 
@@ -202,7 +205,9 @@ class KernelPythonEnvironment(Environment):
         if self.is_sandboxed:
             self._kernel_pid = find_payload(launcher, "bwrap")[0]
             deprioritize(self._kernel_pid)
-        self._run_quiet(boot_code(cfg.capture_limit_chars))
+        # Every (re)start: the tools come back with the namespace.
+        specs = [t.spec() for t in getattr(self.subcalls, "tools", ())]
+        self._run_quiet(boot_code(cfg.capture_limit_chars, specs))
         if self._loaded:
             self._run_quiet(self._load_code())
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from polyrlm import bridge_client
 from polyrlm.backends.python.kernel_report import (
@@ -148,9 +150,10 @@ _UNSANDBOXED_NOTE = (
 RESTORE_HELPERS = f"__import__('sys').modules[{HELPERS_MODULE!r}].helpers(get_ipython().user_ns)\n"
 
 
-def boot_code(capture_limit: int) -> str:
+def boot_code(capture_limit: int, tool_specs: Sequence[Mapping[str, Any]] = ()) -> str:
     """What the host runs first in a new kernel: pycell, the bridge client
-    and the prelude, each a module of its own."""
+    and the prelude, each a module of its own; then the model's names, with
+    a function per user tool (``tool_specs``: :meth:`polyrlm.tools.Tool.spec`)."""
     client = Path(bridge_client.__file__).read_text()
     prelude = (_HERE / "kernel_prelude.py").read_text()
     for name, value in (
@@ -164,7 +167,8 @@ def boot_code(capture_limit: int) -> str:
     return (
         boot_source(PYCELL_MODULE, own_source())
         + boot_source(HELPERS_MODULE, client + "\n" + prelude)
-        + f"__import__('sys').modules[{HELPERS_MODULE!r}]._install(get_ipython().user_ns)\n"
+        + f"__import__('sys').modules[{HELPERS_MODULE!r}]._install(get_ipython().user_ns, "
+        + f"__import__('json').loads({json.dumps(list(tool_specs))!r}))\n"
     )
 
 

@@ -1,5 +1,5 @@
 # Runs inside the Jupyter kernel, once per kernel start, after the bridge
-# client's source (so llm_query & co. are defined in this namespace). The
+# client's source (so llm_query, call_tool & co. are defined in this namespace). The
 # host fills in the __POLYRLM_*__ limits. Standard library only; it must not
 # import polyrlm: nothing of the host's package or memory comes in. The host
 # ships polyrlm.pycell's source first, as the module _polyrlm_pycell.
@@ -123,6 +123,40 @@ def _cap_errors(ip):
     ip.events.register("post_run_cell", cut_result)
 
 
+#: File names of the modules the host ships in (pycell, this one): their
+#: frames are plumbing (a tool call, a sub-call), noise in the model's traceback.
+_PLUMBING = "<_polyrlm"
+
+
+def _trim(tb):
+    """Cut ``tb`` at its first plumbing frame: the model sees its own call."""
+    previous, current = None, tb
+    while current is not None:
+        if current.tb_frame.f_code.co_filename.startswith(_PLUMBING):
+            if previous is not None:
+                previous.tb_next = None
+            break
+        previous, current = current, current.tb_next
+    return tb
+
+
+def _hide_plumbing(ip):
+    """Tracebacks leave out the frames of the shipped modules (the error
+    text, say a tool's, stays whole), also those of chained exceptions."""
+    formatter = ip.InteractiveTB
+    inner = formatter.structured_traceback
+
+    def structured_traceback(etype, evalue, etb=None, *args, **kwargs):
+        seen, exc = set(), evalue
+        while isinstance(exc, BaseException) and id(exc) not in seen:
+            seen.add(id(exc))
+            _trim(exc.__traceback__)
+            exc = exc.__cause__ or exc.__context__
+        return inner(etype, evalue, _trim(etb), *args, **kwargs)
+
+    formatter.structured_traceback = structured_traceback
+
+
 def _reset_capture(*_args):
     _cap.reset()
     for name in ("stdout", "stderr"):
@@ -157,19 +191,25 @@ def helpers(user_ns):
     )
 
 
-def _install(user_ns):
+def _install(user_ns, tool_specs=()):
+    """The model's names: sub-calls taking ``schema=``, and a function per
+    user tool (its spec from the host) that forwards named arguments over
+    the bridge: the tool runs on the host."""
+    query, batch = _pycell.sub_functions(llm_query, llm_batch, SubCallFailure)
     _pycell.provide(
         user_ns,
-        llm_query=llm_query,
-        llm_batch=llm_batch,
+        llm_query=query,
+        llm_batch=batch,
         rlm_query=rlm_query,
         rlm_batch=rlm_batch,
         SubCallError=SubCallError,
         SubCallFailure=SubCallFailure,
+        tools=_pycell.tool_functions(tool_specs, call_tool),
     )
     helpers(user_ns)
     ip = get_ipython()
     _cap_display(ip)
     _cap_errors(ip)
+    _hide_plumbing(ip)
     ip.events.register("pre_run_cell", _reset_capture)
     _reset_capture()
