@@ -14,10 +14,13 @@ directory, variables, functions and files persist between blocks.
   the prompt guide, and in ``env.sandboxed`` (False).
 * **Context** as files (:mod:`polyrlm.backends.bash.context_files`):
   ``$CONTEXT`` and ``$CONTEXT_DIR``.
-* **Commands** on PATH (:mod:`polyrlm.backends.bash.scripts`): ``llm``,
-  ``llm_batch``, ``rlm`` through the host bridge, ``to_json`` /
-  ``from_json``, and ``final``, which writes an answer file the host reads
-  after every block.
+* **Commands** on PATH (:mod:`polyrlm.backends.bash.scripts`): ``llm``
+  (``llm --schema JSON`` for a typed reply), ``llm_batch``, ``rlm`` through
+  the host bridge, ``to_json`` / ``from_json``, ``final``, which writes an
+  answer file the host reads after every block (JSON text for a typed
+  answer: the host decodes and checks it), and one command per user tool,
+  run on the host (:mod:`polyrlm.backends.bash.tool_commands`; a tool named
+  like a command the shell has is refused at start).
 * **Caps** (:class:`~polyrlm.sandbox.SandboxConfig`): each process's
   address space, one file's size, ``/tmp`` (a tmpfs), and, watched from the
   host (:class:`~polyrlm.sandbox.SandboxWatch`), the sandbox's processes
@@ -52,7 +55,7 @@ from typing import Any, ClassVar, Self, TypeVar
 from pydantic import Field, model_validator
 
 from polyrlm.backends.bash.context_files import ContextPlan, place_context
-from polyrlm.backends.bash.guide import bash_guide
+from polyrlm.backends.bash.guide import BashGuides, bash_guide
 from polyrlm.backends.bash.reports import (
     BASH_ANSWER_MAX_BYTES,
     error_text,
@@ -64,13 +67,16 @@ from polyrlm.backends.bash.reports import (
 from polyrlm.backends.bash.sandbox import (
     HostDirs,
     bwrap_argv,
+    empty_folder,
     guest_python,
     host_layout,
     sandbox_layout,
     shell_env,
+    system_path,
 )
 from polyrlm.backends.bash.scripts import (
     ANSWER_FILE,
+    COMMANDS,
     INIT_SCRIPT,
     STATE_FUNCTION,
     block_line,
@@ -78,6 +84,7 @@ from polyrlm.backends.bash.scripts import (
     write_commands,
 )
 from polyrlm.backends.bash.shell import SHELL_STDERR_TAIL_CHARS, RunOutcome, ShellProcess
+from polyrlm.backends.bash.tool_commands import check_tool_names
 from polyrlm.bridge import Bridge
 from polyrlm.environment import ContractSnippets, EnvConfig, Environment, SubCalls
 from polyrlm.errors import BackendUnavailable, EnvironmentCrashed
@@ -117,21 +124,20 @@ BASH_CONTRACT = ContractSnippets(
     llm_batch='printf \'"a"\\n"b"\\n"c"\\n\' | llm_batch | from_json | paste -sd, -',
     loop_forever="while true; do :; done",
     flood="yes | head -c 10000000",
+    typed_answer="""final '{"name": "Ada", "tags": ["x", "y"], "address": {"city": "Paris"}}'""",
+    wrong_typed_answer="""final '{"name": "Ada", "tags": "x"}'""",
+    call_tool="""area '{"width": 6, "height": 7}' | final""",
+    # sed, not jq: jq may be missing in the sandbox.
+    typed_llm_query=(
+        """llm --schema '{"type": "object"}' ping"""
+        r""" | sed -n 's/.*"echo": *"\([^"]*\)".*/\1/p'"""
+    ),
 )
 
 T = TypeVar("T")
 
 
-def _empty(folder: Path) -> None:
-    """Remove everything in ``folder`` (the folder stays)."""
-    for entry in list(folder.iterdir()):
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-
-
-class BashEnvironment(Environment):
+class BashEnvironment(BashGuides, Environment):
     """A persistent bash shell, sandboxed by bubblewrap when it is installed."""
 
     name: ClassVar[str] = "bash"
@@ -168,6 +174,8 @@ class BashEnvironment(Environment):
             config = self.Config(**config.model_dump(exclude_unset=True))
         super().__init__(subcalls, config)
         self._bwrap, self.is_sandboxed = choose_sandbox(self.config.sandbox, "bash")
+        tools = tuple(getattr(subcalls, "tools", ()))
+        check_tool_names(tools, COMMANDS, system_path(self.is_sandboxed))
         self._closed = False
         self._shell: ShellProcess | None = None
         self._plan = ContextPlan()
@@ -189,6 +197,7 @@ class BashEnvironment(Environment):
                 guest_bin=self.layout.bin,
                 answer_path=f"{self.layout.answer}/{ANSWER_FILE}",
                 python=guest_python(self.is_sandboxed),
+                tools=tools,
             )
             (self.dirs.ctl / "init.sh").write_text(INIT_SCRIPT + STATE_FUNCTION)
             self._plan = place_context("", self.dirs.context, link=not self.is_sandboxed)
@@ -353,8 +362,8 @@ class BashEnvironment(Environment):
         if restarted:
             self._stop()
             if tripped is not None and tripped.kind == "disk":  # or it trips again at once
-                _empty(self.dirs.work)
-                _empty(self.dirs.answer)
+                empty_folder(self.dirs.work)
+                empty_folder(self.dirs.answer)
             if not self._closed:
                 self._start()
         answer, problem = read_answer_file(self.dirs.answer / ANSWER_FILE)

@@ -1,13 +1,19 @@
 """The prompt guide of the ``bash`` backend: the context as files, the
 commands, the answer idiom, and shell idioms to peek, search, partition and
-map. Tools that may be missing (``rg``, ``jq``) are mentioned only when the
-host has them."""
+map; and, for a typed run or one with user tools, how ``final`` takes JSON
+text and how each tool is called as a command. Programs that may be missing
+(``rg``, ``jq``) are mentioned only when the host has them."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 
-__all__ = ["bash_guide"]
+from polyrlm.answers import AnswerType
+from polyrlm.backends.bash.tool_commands import tool_usage
+from polyrlm.tools import Tool
+
+__all__ = ["BashGuides", "bash_answer_guide", "bash_guide", "bash_tools_guide"]
 
 _GUIDE = """\
 ## Your environment: a persistent bash shell ({flavour})
@@ -30,6 +36,9 @@ Commands:
   the prompt after a blank line: `head -c 50000 "$CONTEXT" | llm "List the people named:"`.
   The sub-model is strong and has a large window (hand it up to ~100,000 characters at
   once), but each call costs time and money: prefer few large, focused prompts.
+  `llm --schema SCHEMA PROMPT` is a typed call: SCHEMA is a JSON Schema (an object, in
+  single quotes), and the reply comes back as JSON on one line that validates against it
+  (or the call fails).
 - `llm_batch`: many sub-model calls at once, concurrently. Reads one JSON string per line
   (one prompt each) and writes one JSON string per line: the replies, in input order. A
   failed item's reply starts with "[sub-call failed: ...". Make the input with `to_json`
@@ -95,3 +104,55 @@ def bash_guide(*, hint: str, context_is_folder: bool, sandboxed: bool, timeout_s
         jq=" (or `jq -R .` and `jq -r .`)" if shutil.which("jq") else "",
         search=search,
     )
+
+
+_CHECKED = (
+    "The host checks the answer: one that does not validate comes back to you with the "
+    "errors, and you set it again."
+)
+
+
+def bash_answer_guide(answer_type: AnswerType) -> str:
+    """A typed answer: its JSON Schema, and ``final`` taking JSON as its text."""
+    if answer_type.is_text:
+        how = "The answer is text, given to `final` as usual (not JSON-quoted)"
+    else:
+        how = (
+            'The answer is JSON, given to `final` as its text: `final "$json"`, or '
+            "`... | final` (a command's JSON output piped in). Write JSON literals in single "
+            "quotes, so the shell keeps their double quotes"
+        )
+        if shutil.which("jq"):
+            how += "; `jq -n` or `jq -c` builds it from pieces"
+    return (
+        "## The answer's type\n"
+        f"{how}. It must validate against this JSON Schema:\n"
+        f"```json\n{answer_type.json_text()}\n```\n{_CHECKED}\n"
+    )
+
+
+def bash_tools_guide(tools: Sequence[Tool]) -> str:
+    """The user's tools, each as a command with its arguments' JSON Schema."""
+    first = tools[0].name if tools else "NAME"
+    listed = "\n".join(f"- {tool_usage(t)}" for t in tools)
+    return (
+        "## Your tools\n"
+        "The user's functions, as commands; they run on the host, not in this shell. Each "
+        "takes its named arguments as one JSON object (ARGUMENTS, a JSON Schema below), as "
+        f"its one argument in single quotes (`{first} '{{...}}'`) or on stdin "
+        f"(`... | {first}`), and prints its result as JSON on one line (`prints`: its JSON "
+        "Schema). A failed call exits non-zero with the error on stderr. For a string "
+        'argument made of text, `to_json -t "$text"` prints it JSON-quoted.\n'
+        f"{listed}\n"
+    )
+
+
+class BashGuides:
+    """Mixed in before :class:`~polyrlm.environment.Environment`: the typed
+    answer and the tools shown the bash way."""
+
+    def answer_guide(self, answer_type: AnswerType) -> str:
+        return bash_answer_guide(answer_type)
+
+    def tools_guide(self, tools: Sequence[Tool]) -> str:
+        return bash_tools_guide(tools)

@@ -16,6 +16,7 @@ Unsandboxed, the same folders are used at their host paths.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,10 +35,12 @@ __all__ = [
     "HostDirs",
     "Layout",
     "bwrap_argv",
+    "empty_folder",
     "guest_python",
     "host_layout",
     "sandbox_layout",
     "shell_env",
+    "system_path",
 ]
 
 #: Host environment variables the shell inherits; nothing else (no API keys).
@@ -132,15 +135,19 @@ def host_layout(dirs: HostDirs, bridge: Path) -> Layout:
     )
 
 
+def system_path(sandboxed: bool) -> str:
+    """The shell's PATH after its own ``bin/``: the sandbox's, or the host's."""
+    return SANDBOX_PATH if sandboxed else os.environ.get("PATH", SANDBOX_PATH)
+
+
 def shell_env(
     layout: Layout, *, token: str, context: str, context_dir: str, sandboxed: bool
 ) -> dict[str, str]:
     """The shell's whole environment: a few host variables, the locale, its
     folders, the context and the bridge. No API key reaches it."""
     env = {k: os.environ[k] for k in SHELL_ENV_KEEP if k in os.environ}
-    path = SANDBOX_PATH if sandboxed else os.environ.get("PATH", SANDBOX_PATH)
     env.update(
-        PATH=f"{layout.bin}:{path}",
+        PATH=f"{layout.bin}:{system_path(sandboxed)}",
         LANG=SHELL_LOCALE,
         HOME=layout.work,
         TMPDIR=layout.tmp,
@@ -189,3 +196,12 @@ def bwrap_argv(
 def guest_python(sandboxed: bool) -> PythonLayout:
     """The interpreter the shell's commands run (``llm``, ``to_json``, ...)."""
     return sandbox_python() if sandboxed else host_python()
+
+
+def empty_folder(folder: Path) -> None:
+    """Remove everything in ``folder`` (the folder stays)."""
+    for entry in list(folder.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)

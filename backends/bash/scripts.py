@@ -7,7 +7,9 @@ Commands (``bin/``, read-only to the shell):
   by the host's interpreter in isolated mode;
 * ``to_json``, ``from_json``: :mod:`polyrlm.backends.bash.json_lines`;
 * ``final``: a ``sh`` script that writes the answer file, which the host
-  reads after every block (never parsed out of the output).
+  reads after every block (never parsed out of the output);
+* one command per user tool, through the bridge client's ``tool NAME``
+  (:mod:`polyrlm.backends.bash.tool_commands`).
 
 The start-up script sets the shell up for the control protocol of
 :mod:`polyrlm.backends.bash.shell`: it keeps the original stdout and stderr
@@ -19,14 +21,18 @@ rather than the shell, and defines the helper functions (all named
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 
 from polyrlm import bridge_client
 from polyrlm.backends.bash import json_lines
+from polyrlm.backends.bash.tool_commands import tool_prelude
 from polyrlm.sandbox import PythonLayout
+from polyrlm.tools import Tool
 
 __all__ = [
     "ANSWER_FILE",
+    "COMMANDS",
     "INIT_SCRIPT",
     "STATE_FUNCTION",
     "block_line",
@@ -102,7 +108,7 @@ mv -f "$answer.part" "$answer"
 """
 
 _PYTHON_COMMAND = """#!/bin/sh
-{env}exec {python} -I -S {script} {command} "$@"
+{prelude}{env}exec {python} -I -S {script} {command} "$@"
 """
 
 #: Command name -> (file copied into bin/, its first argument).
@@ -113,14 +119,22 @@ _PYTHON_COMMANDS = {
     "to_json": ("json_lines.py", "to_json"),
     "from_json": ("json_lines.py", "from_json"),
 }
+#: The backend's own commands (no tool may take their names).
+COMMANDS = ("final", *_PYTHON_COMMANDS)
 
 
 def write_commands(
-    bin_dir: Path, *, guest_bin: str, answer_path: str, python: PythonLayout
+    bin_dir: Path,
+    *,
+    guest_bin: str,
+    answer_path: str,
+    python: PythonLayout,
+    tools: Sequence[Tool] = (),
 ) -> None:
     """Write the commands into ``bin_dir``; ``guest_bin`` is where the shell
-    sees that folder, ``answer_path`` where it sees the answer file, and
-    ``python`` where it sees the host's interpreter."""
+    sees that folder, ``answer_path`` where it sees the answer file,
+    ``python`` where it sees the host's interpreter; ``tools`` (their names
+    checked already) each get a command."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     for module in (bridge_client, json_lines):
         source = Path(str(module.__file__))
@@ -128,8 +142,13 @@ def write_commands(
     scripts = {"final": _FINAL.format(answer=shlex.quote(answer_path))}
     # Its own line: the bridge tests read the interpreter from the `exec` line.
     env = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in python.env.items())
-    for name, (script, command) in _PYTHON_COMMANDS.items():
+    commands = {name: ("", script, command) for name, (script, command) in _PYTHON_COMMANDS.items()}
+    for t in tools:
+        assert t.name not in commands and t.name not in scripts, t.name  # checked at start
+        commands[t.name] = (tool_prelude(t), "bridge_client.py", f"tool {t.name}")
+    for name, (prelude, script, command) in commands.items():
         scripts[name] = _PYTHON_COMMAND.format(
+            prelude=prelude,
             env=env,
             python=shlex.quote(python.base),
             script=shlex.quote(f"{guest_bin}/{script}"),

@@ -143,6 +143,8 @@ class EchoSubCalls:
         found = next((t for t in self.tools if t.name == name), None)
         if found is None or found.fn is None:
             raise ToolError(f"there is no tool named {name!r} here")
+        if not isinstance(arguments, Mapping):
+            raise ToolError(f"{name}: arguments must be an object of named arguments")
         self.tool_calls.append((name, dict(arguments)))
         return found.result(found.fn(**found.arguments(arguments)))
 
