@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import inspect
 import linecache
 import numbers
 import reprlib
@@ -318,6 +319,8 @@ def tool_functions(
 
         fn.__name__ = fn.__qualname__ = name
         fn.__doc__ = doc
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD  # help(fn) shows the real arguments
+        fn.__signature__ = inspect.Signature([inspect.Parameter(p, kind) for p in params])  # type: ignore[attr-defined]
         setattr(fn, _TOOL_MARK, True)  # left out of the variables listed
         return fn
 

