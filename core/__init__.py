@@ -7,6 +7,7 @@ its answer inside the environment.
 """
 
 from polyrlm.answers import AnswerType
+from polyrlm.batch import BatchResult
 from polyrlm.environment import (
     ContractSnippets,
     EnvConfig,
@@ -51,6 +52,7 @@ __all__ = [
     "AnswerType",
     "BackendSpec",
     "BackendUnavailable",
+    "BatchResult",
     "Budget",
     "BudgetExhausted",
     "ConfigError",

@@ -106,6 +106,10 @@ class AnswerType:
         self.schema: dict[str, Any] = schema
         self.declarations, self.annotation = python_declarations(self.schema)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from what was declared (a batch sends it to worker processes).
+        return (AnswerType, (self.declared,))
+
     @property
     def is_text(self) -> bool:
         """True when the answer is a plain string (nothing to decode)."""

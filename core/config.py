@@ -32,8 +32,9 @@ __all__ = [
 #: record; 3 added a root reply's native tool calls and the prompt tokens
 #: served from a provider's cache; 4 added the requests (retries included)
 #: of a model call and the stop reason ``interrupted``; 5 added tool calls
-#: (``tool_called``) and typed answers' validation (``answer_set``'s
-#: ``valid`` and ``errors``); older files still read.
+#: (``tool_called``), typed answers' validation (``answer_set``'s
+#: ``valid`` and ``errors``) and the root's system prompt (the first
+#: ``turn_started``); older files still read.
 SCHEMA_VERSION = 5
 
 #: Model options that are credentials: never written to a trajectory, never

@@ -58,6 +58,13 @@ class TurnStarted(EventBase):
     event: Literal["turn_started"] = "turn_started"
     depth: int
     iteration: int = Field(description="1-based root turn; the root call follows.")
+    system_prompt: str | None = Field(
+        None,
+        description=(
+            "First turn: the root's system prompt. With each root call's newest message and "
+            "reply it gives the whole conversation (polyrlm export)."
+        ),
+    )
 
 
 class BatchStarted(EventBase):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import pluggy
 
-from polyrlm.specs import BackendSpec, Command
+from polyrlm.specs import BackendSpec, Command, ExecutorSpec
 
 if TYPE_CHECKING:
     from polyrlm.events import Event
@@ -42,6 +42,16 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
     dependencies load only when the backend is used, and list the modules
     it needs in ``BackendSpec.requires`` so that ``polyrlm backends`` can
     tell what is missing and which extra installs it.
+    """
+
+
+@hookspec
+def register_executors(register: Callable[[ExecutorSpec], None]) -> None:
+    """Register executors for :meth:`RLM.batch` (and ``polyrlm bench
+    --executor``) by calling ``register(ExecutorSpec(name, target, ...))``;
+    ``target`` names a :class:`polyrlm.batch.Executor` class by import path,
+    loaded only when used. ``serial`` and ``local`` are the core's own;
+    ``ray`` comes from the first-party plugin through this hook.
     """
 
 

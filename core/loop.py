@@ -217,7 +217,12 @@ class Tree:
             last = iteration > budget.max_iterations
             if last:  # out of turns: ask once for the answer
                 messages[-1]["content"] += "\n\n" + FALLBACK_PROMPT
-            self.emit(TurnStarted(run_id=s.run_id, depth=s.depth, iteration=iteration))
+            system = messages[0]["content"] if iteration == 1 else None
+            self.emit(
+                TurnStarted(
+                    run_id=s.run_id, depth=s.depth, iteration=iteration, system_prompt=system
+                )
+            )
             reply = await self._root_call(s, messages)
             messages.append(assistant_message(reply))
             observation, result, tool_results = await self._run_reply(s, reply, iteration)

@@ -18,7 +18,7 @@ import pluggy
 from polyrlm import hookspecs
 from polyrlm.environment import Environment
 from polyrlm.errors import BackendUnavailable, ConfigError, UnknownBackend
-from polyrlm.specs import BackendSpec, Command
+from polyrlm.specs import BackendSpec, Command, ExecutorSpec
 
 __all__ = [
     "CORE_COMMANDS",
@@ -33,6 +33,8 @@ __all__ = [
 
 #: Subcommands of the core CLI itself; a plugin may not register these names.
 CORE_COMMANDS = ("run", "backends", "replay")
+#: The core's own batch executors (:mod:`polyrlm.batch`): name -> class.
+CORE_EXECUTORS = {"serial": "SerialExecutor", "local": "LocalExecutor"}
 
 
 @functools.cache
@@ -70,8 +72,34 @@ class Registry:
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self._specs: dict[str, BackendSpec] = {}
         self._commands: dict[str, Command] = {}
+        self._executors: dict[str, ExecutorSpec] = {
+            name: ExecutorSpec(name, f"polyrlm.batch:{cls}", plugin="polyrlm")
+            for name, cls in CORE_EXECUTORS.items()
+        }
         collect(pm, pm.hook.register_backends, self._add)
         collect(pm, pm.hook.register_commands, self._add_command)
+        collect(pm, pm.hook.register_executors, self._add_executor)
+
+    def _add_executor(self, spec: ExecutorSpec, plugin: str) -> None:
+        if spec.name in self._executors:
+            first = self._executors[spec.name].plugin
+            raise registered_twice("executor", spec.name, first, plugin)
+        self._executors[spec.name] = ExecutorSpec(
+            spec.name, spec.target, spec.requires, spec.extra, spec.description, plugin
+        )
+
+    def executors(self) -> dict[str, ExecutorSpec]:
+        """Every executor by name (the core's ``serial`` and ``local`` too), sorted."""
+        return dict(sorted(self._executors.items()))
+
+    def executor(self, name: str) -> type[Any]:
+        """The executor class of ``name``; imports it on first use."""
+        spec = self._executors.get(name)
+        if spec is None:
+            known = ", ".join(self.executors())
+            raise ConfigError(f"unknown executor {name!r}; executors: {known}")
+        cls: type[Any] = _load(spec, "executor")
+        return cls
 
     def _add(self, spec: BackendSpec, plugin: str) -> None:
         if spec.name in self._specs:
@@ -112,23 +140,28 @@ class Registry:
     def get(self, name: str) -> type[Environment]:
         """The environment class of ``name``; imports it on first use."""
         spec = self.spec(name)
-        missing = spec.missing()
-        if missing:
-            hint = f'pip install "polyrlm[{spec.extra}]"' if spec.extra else "install them"
-            raise BackendUnavailable(
-                f"backend {name!r} needs {', '.join(missing)}, which is not installed: {hint}"
-            )
-        module_name, _, attr = spec.target.partition(":")
-        try:
-            module = sys.modules.get(module_name) or importlib.import_module(module_name)
-            cls = getattr(module, attr)
-        except (ImportError, AttributeError) as exc:
-            raise BackendUnavailable(
-                f"backend {name!r} failed to load {spec.target}: {exc}"
-            ) from exc
+        cls = _load(spec, "backend")
         if not (isinstance(cls, type) and issubclass(cls, Environment)):
             raise ConfigError(f"backend {name!r}: {spec.target} is not an Environment subclass")
         return cls
+
+
+def _load(spec: BackendSpec, kind: str) -> Any:
+    """What ``spec.target`` names, once its required modules are there."""
+    missing = spec.missing()
+    if missing:
+        hint = f'pip install "polyrlm[{spec.extra}]"' if spec.extra else "install them"
+        raise BackendUnavailable(
+            f"{kind} {spec.name!r} needs {', '.join(missing)}, which is not installed: {hint}"
+        )
+    module_name, _, attr = spec.target.partition(":")
+    try:
+        module = sys.modules.get(module_name) or importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise BackendUnavailable(
+            f"{kind} {spec.name!r} failed to load {spec.target}: {exc}"
+        ) from exc
 
 
 @functools.cache

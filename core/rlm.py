@@ -12,6 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from polyrlm.answers import as_answer_type
+from polyrlm.batch import (
+    BatchResult,
+    Executor,
+    Job,
+    check_total_budget,
+    run_batch,
+    trajectory_path,
+)
 from polyrlm.broker import Broker
 from polyrlm.cache import ResponseCache
 from polyrlm.config import (
@@ -222,6 +230,65 @@ class RLM:
         if answer_type is not None:
             return await self._typed(answer_type).acompletion(question, context)
         return await self._acompletion(question, context, [])
+
+    def with_log(self, log: str | Path | None) -> RLM:
+        """This RLM writing its trajectory to ``log`` (the settings are shared)."""
+        other = copy.copy(self)
+        other.log = Path(log) if log is not None else None
+        return other
+
+    def batch(
+        self,
+        questions: Sequence[str],
+        contexts: Sequence[Any] | None = None,
+        *,
+        context: Any = None,
+        executor: str | Executor = "local",
+        max_workers: int | None = None,
+        log_dir: str | Path | None = None,
+        total_budget: Budget | None = None,
+        on_progress: Callable[[int, int, int, Result], None] | None = None,
+        **executor_options: Any,
+    ) -> BatchResult:
+        """Answer many questions at once, each an independent run with its
+        own environment: ``contexts`` one per question, or one ``context``
+        for all. ``executor``: ``"local"`` (worker processes, the default),
+        ``"serial"`` (this process), a registered name (``"ray"``, with
+        ``address=...`` for a cluster) or an :class:`~polyrlm.batch.Executor`.
+        Every run keeps this RLM's budget; ``total_budget`` caps the sum
+        (cost, tokens, requests, seconds): no run starts once it is spent.
+        ``log_dir`` gets one trajectory per run (``run-00000.jsonl``, ...);
+        ``on_progress(done, total, index, result)`` is called here as each
+        run ends. See :mod:`polyrlm.batch`."""
+        if contexts is not None and context is not None:
+            raise ConfigError("give contexts (one per question) or context (one for all), not both")
+        if contexts is not None and len(contexts) != len(questions):
+            raise ConfigError(f"{len(questions)} questions but {len(contexts)} contexts")
+        check_total_budget(total_budget)
+        if isinstance(executor, str):
+            chosen = get_registry().executor(executor)(max_workers, **executor_options)
+        else:
+            chosen = executor
+        if chosen.name != "serial" and self.on_event is not None:
+            raise ConfigError(
+                "on_event is called in this process only: use executor='serial', or "
+                "on_progress and log_dir with another executor"
+            )
+        folder = Path(log_dir) if log_dir is not None else None
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        jobs = [
+            Job(
+                index,
+                question,
+                contexts[index] if contexts is not None else context,
+                trajectory_path(folder, index) if folder is not None else None,
+            )
+            for index, question in enumerate(questions)
+        ]
+        return run_batch(
+            self.with_log(None), jobs, chosen, total_budget=total_budget, on_progress=on_progress
+        )
 
     def _typed(self, answer_type: Any) -> RLM:
         """This RLM with another answer type (the settings are shared, frozen)."""

@@ -10,7 +10,7 @@ import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["BackendSpec", "Command"]
+__all__ = ["BackendSpec", "Command", "ExecutorSpec"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,12 @@ class BackendSpec:
     @property
     def available(self) -> bool:
         return not self.missing()
+
+
+@dataclass(frozen=True)
+class ExecutorSpec(BackendSpec):
+    """How to find and load one batch executor (``target``: a
+    :class:`~polyrlm.batch.Executor` class), without importing it."""
 
 
 @dataclass(frozen=True)

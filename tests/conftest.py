@@ -39,9 +39,18 @@ def _children() -> set[int]:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == me and fields[0] != "Z":
+        if int(fields[1]) == me and fields[0] != "Z" and not _tracker(stat.parent):
             out.add(int(stat.parent.name))
     return out
+
+
+def _tracker(proc: Path) -> bool:
+    """multiprocessing's resource tracker: one per interpreter (started by a
+    batch's process pool), it lives as long as the interpreter by design."""
+    try:
+        return b"multiprocessing.resource_tracker" in (proc / "cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 @pytest.fixture(autouse=True, scope="session")
