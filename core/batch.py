@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from pydantic import Field
 
@@ -30,8 +30,18 @@ from polyrlm.errors import ConfigError
 from polyrlm.records import Budget, Frozen, StopReason, Tally, Usage
 from polyrlm.result import Result
 
-if TYPE_CHECKING:
-    from polyrlm.rlm import RLM
+
+class Runner(Protocol):
+    """What a job runs with: an :class:`~polyrlm.rlm.RLM` (picklable)."""
+
+    def with_log(self, log: Path | None) -> Runner:
+        """The same, writing its trajectory to ``log``."""
+        ...
+
+    def completion(self, question: str, context: Any = None) -> Result:
+        """One whole run."""
+        ...
+
 
 __all__ = [
     "BATCH_MAX_WORKERS",
@@ -40,6 +50,7 @@ __all__ = [
     "Executor",
     "Job",
     "LocalExecutor",
+    "Runner",
     "SerialExecutor",
     "check_total_budget",
     "failed_result",
@@ -73,7 +84,7 @@ class Executor(Protocol):
     #: Jobs it runs at once.
     slots: int
 
-    def submit(self, rlm: RLM, job: Job) -> concurrent.futures.Future[Result]:
+    def submit(self, rlm: Runner, job: Job) -> concurrent.futures.Future[Result]:
         """Start ``job`` with ``rlm``; the future's result is its :class:`Result`."""
         ...
 
@@ -87,7 +98,7 @@ def failed_result(error: str, reason: StopReason = StopReason.ERROR) -> Result:
     return Result(answer=None, stop_reason=reason, error=error, usage=Usage())
 
 
-def run_job(rlm: RLM, job: Job) -> Result:
+def run_job(rlm: Runner, job: Job) -> Result:
     """Run one job (in whatever process the executor chose)."""
     try:
         return rlm.with_log(job.log).completion(job.question, job.context)
@@ -103,7 +114,7 @@ class SerialExecutor:
     def __init__(self, max_workers: int | None = None) -> None:
         self.slots = 1
 
-    def submit(self, rlm: RLM, job: Job) -> concurrent.futures.Future[Result]:
+    def submit(self, rlm: Runner, job: Job) -> concurrent.futures.Future[Result]:
         future: concurrent.futures.Future[Result] = concurrent.futures.Future()
         future.set_result(run_job(rlm, job))
         return future
@@ -124,7 +135,7 @@ class LocalExecutor:
             self.slots, mp_context=multiprocessing.get_context("spawn")
         )
 
-    def submit(self, rlm: RLM, job: Job) -> concurrent.futures.Future[Result]:
+    def submit(self, rlm: Runner, job: Job) -> concurrent.futures.Future[Result]:
         return self._pool.submit(run_job, rlm, job)
 
     def close(self) -> None:
@@ -188,7 +199,7 @@ def check_total_budget(budget: Budget | None) -> None:
 
 
 def run_batch(
-    rlm: RLM,
+    rlm: Runner,
     jobs: Sequence[Job],
     executor: Executor,
     *,
