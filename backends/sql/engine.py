@@ -26,6 +26,7 @@ import importlib
 import re
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import takewhile
 from pathlib import Path
@@ -38,6 +39,7 @@ from polyrlm.backends.sql.render import Collected
 from polyrlm.backends.sql.runner import REINTERRUPT_S, Watchdog, run_block
 from polyrlm.backends.sql.schema import CONTEXT_CATALOG, Schema
 from polyrlm.backends.sql.sources import Source, quote_ident, quote_str
+from polyrlm.backends.sql.tools import SqlTools
 from polyrlm.config import CLOSE_TIMEOUT_S
 from polyrlm.environment import plain_answer
 from polyrlm.errors import BackendUnavailable, ConfigError
@@ -86,6 +88,8 @@ class Settings:
     temp_limit_bytes: int
     #: How the guide describes where DuckDB runs.
     flavour: str
+    #: The user tools, as their records (:meth:`polyrlm.tools.Tool.record`).
+    tools: tuple[Mapping[str, Any], ...] = ()
 
 
 class Engine:
@@ -113,6 +117,12 @@ class Engine:
             raise ConfigError(f"sql backend: bad setting in {config}: {exc}") from exc
         self.main_catalog = str(self.conn.sql("SELECT current_database()").fetchall()[0][0])
         self.functions.register(self.conn)
+        self.tools = SqlTools(subcalls, settings.tools, self.functions.gather)
+        try:  # a clash stops the environment here, naming the tool
+            self.tools.register(self.conn)
+        except BaseException:
+            self.conn.close()
+            raise
         self.watchdog = Watchdog(self.conn, self.functions)
         self.sources: list[Source] = []
         self.schema = Schema(self.conn, [], self.main_catalog)
@@ -151,6 +161,7 @@ class Engine:
                     conn.execute(f"CREATE VIEW {ctx}.main.{quote_ident(s.name)} AS {s.select}")
             for statement in SqlFunctions.macros(f"{ctx}.main"):
                 conn.execute(statement)
+            self.tools.create_macros(conn, f"{ctx}.main")
         finally:
             conn.execute(f"DETACH {ctx}")
         conn.execute(f"ATTACH {path} AS {ctx} (READ_ONLY)")

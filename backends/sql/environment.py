@@ -8,9 +8,16 @@ started with no host secrets and under an address-space cap, because
 DuckDB's ``memory_limit`` does not bound every allocation:
 ``SELECT repeat('x', 2e9)`` would otherwise build 2 GB inside the host.
 There it fails with DuckDB's "Out of Memory Error"; a worker that dies
-or does not stop is replaced. ``llm()`` and ``rlm()`` reach the host
-through the bridge. With ``worker=False`` DuckDB runs in the host process
-(no process start, in-memory contexts scanned in place, for trusted code).
+or does not stop is replaced. ``llm()``, ``rlm()`` and the user's tools
+reach the host through the bridge. With ``worker=False`` DuckDB runs in the
+host process (no process start, in-memory contexts scanned in place, for
+trusted code).
+
+Each user tool is an SQL function of its own name, typed from its JSON
+Schemas and vectorised like ``llm()`` (:mod:`.tools`); it runs on the host.
+A typed answer is a DuckDB value given to ``final()`` (a STRUCT becomes a
+dict, a LIST a list) or JSON text, checked on the host; the guide shows its
+type as a DuckDB type (:mod:`.typed_guide`).
 
 Either way what the host takes back is bounded: output at the capture
 limit (cells cut inside Arrow), errors at ``SQL_ERROR_MAX_CHARS``, the answer
@@ -25,11 +32,13 @@ import shutil
 import tempfile
 import threading
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
 
 from pydantic import Field, model_validator
 
+from polyrlm.answers import AnswerType
 from polyrlm.backends.sql.engine import MIN_DUCKDB, MIN_PYARROW, Engine, Settings, load_duckdb
 from polyrlm.backends.sql.limits import (
     SQL_MEMORY_LIMIT_BYTES,
@@ -40,9 +49,11 @@ from polyrlm.backends.sql.limits import (
     SQL_WORKER_START_TIMEOUT_S,
 )
 from polyrlm.backends.sql.sources import plan_sources
+from polyrlm.backends.sql.typed_guide import sql_answer_guide, sql_tools_guide
 from polyrlm.environment import ContractSnippets, EnvConfig, Environment, SubCalls
 from polyrlm.errors import ConfigError
 from polyrlm.records import ExecResult, State
+from polyrlm.tools import Tool
 
 __all__ = ["MIN_DUCKDB", "MIN_PYARROW", "SQL_CONTRACT", "SqlEnvironment"]
 
@@ -66,6 +77,12 @@ SQL_CONTRACT = ContractSnippets(
     ),
     loop_forever=_FOREVER,
     flood="SELECT repeat('x', 10000000) AS flood",
+    typed_answer="SELECT final({'name': 'Ada', 'tags': ['x', 'y'], 'address': {'city': 'Paris'}})",
+    wrong_typed_answer="SELECT final({'name': 'Ada', 'tags': 'x'})",
+    call_tool="SELECT final(area(6, 7))",
+    typed_llm_query=(
+        "SELECT json_extract_string(llm('ping', '{\"type\": \"object\"}'), '$.echo') AS echo"
+    ),
 )
 
 
@@ -175,6 +192,7 @@ class SqlEnvironment(Environment):
             memory_limit_bytes=cfg.memory_limit_bytes,
             temp_limit_bytes=cfg.temp_limit_bytes,
             flavour=f"DuckDB in {where}; the context read-only, no files written",
+            tools=tuple(t.record() for t in getattr(subcalls, "tools", ())),
         )
         try:
             self.db: _Database = self._open(settings)
@@ -219,6 +237,12 @@ class SqlEnvironment(Environment):
     def prompt_guide(self) -> str:
         self._ensure_loaded()
         return self.db.guide(self.config.exec_timeout_s)
+
+    def answer_guide(self, answer_type: AnswerType) -> str:
+        return sql_answer_guide(answer_type)
+
+    def tools_guide(self, tools: Sequence[Tool]) -> str:
+        return sql_tools_guide(tools)
 
     def close(self) -> None:
         if self._closed:

@@ -1,13 +1,21 @@
 """The SQL functions the model calls: ``llm()``, ``rlm()`` and ``final()``.
 
 Each is a vectorised (Arrow) Python UDF under a hidden name, wrapped by a
-macro of the public name (macros give ``llm(prompt)`` and
-``llm(prompt, model)`` as overloads, and cast any argument type). DuckDB
+macro of the public name (:mod:`.specs`: macros give ``llm(prompt)``,
+``llm(prompt, model)`` ... as overloads, and cast any argument type; the
+user's tools are in :mod:`.tools`). DuckDB
 hands a UDF a batch of rows (up to 2,048); ``llm()`` sends the whole batch
 to the broker at once (``SubCalls.llm_batch``), so the rows' sub-calls run
 concurrently, and returns the replies in row order. A NULL prompt gives NULL
 without a call; a failed call gives NULL and is counted for the note shown
 under the result.
+
+A typed sub-call: ``llm(prompt, schema)`` with a JSON Schema (JSON text, or
+a STRUCT made JSON) returns the reply, validated on the host, as JSON text.
+A second argument that starts with ``{`` is a schema (no model name does),
+any other the model's name, so ``llm(prompt, model)`` works as before;
+``llm(prompt, model, schema)`` takes both. Rows go to the host in one
+``llm_batch`` per (model, schema) of the chunk.
 
 The UDFs block in DuckDB's threads while the broker works; they wait in a
 helper thread and poll :attr:`SqlFunctions.cancelled`, so a statement's
@@ -31,8 +39,7 @@ import importlib
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from polyrlm.backends.sql.limits import (
@@ -41,7 +48,7 @@ from polyrlm.backends.sql.limits import (
     SQL_PROMPT_MAX_CHARS,
     cut_text,
 )
-from polyrlm.backends.sql.sources import HIDDEN_PREFIX
+from polyrlm.backends.sql.specs import FUNCTIONS, FunctionSpec, udf_name
 from polyrlm.environment import SubCallFailure
 
 __all__ = [
@@ -64,87 +71,37 @@ class BatchCalls(Protocol):
     """What the SQL functions call: the blocking batches of
     :class:`~polyrlm.environment.SubCalls` (the host's, or the bridge's in a worker)."""
 
-    def llm_batch(self, prompts: Sequence[str], model: str | None = None) -> list[str]: ...
+    def llm_batch(
+        self, prompts: Sequence[str], model: str | None = None, schema: dict[str, Any] | None = None
+    ) -> list[Any]: ...
 
     def rlm_batch(
         self, prompts: Sequence[str], contexts: Sequence[Any] | None = None
     ) -> list[str]: ...
 
+    def call_tools(self, name: str, arguments: Sequence[Mapping[str, Any]]) -> list[Any]: ...
+
 
 #: One batch of sub-calls, run in a helper thread.
-Job = Callable[[], list[str]]
+Job = Callable[[], list[Any]]
+#: The rows of one batch, its job, and whether its replies are JSON data (typed).
+Group = tuple[list[int], Job, bool]
 
 
 class StatementInterrupted(Exception):
     """Raised inside a UDF when its statement's time is up."""
 
 
-@dataclass(frozen=True)
-class FunctionSpec:
-    """One public SQL function, as the guide documents it."""
-
-    name: str
-    signatures: tuple[str, ...]
-    doc: str
-    #: ``CREATE MACRO`` body (after ``name``) calling the hidden UDF.
-    macro: str
-
-
-def _udf(name: str) -> str:
-    return f"{HIDDEN_PREFIX}_{name}"
-
-
-_TEXT = "CAST({} AS VARCHAR)"
-_NULL = "CAST(NULL AS VARCHAR)"
-
-#: What the backend offers the model's SQL; the guide is generated from these.
-FUNCTIONS: tuple[FunctionSpec, ...] = (
-    FunctionSpec(
-        name="llm",
-        signatures=("llm(prompt) -> VARCHAR", "llm(prompt, model) -> VARCHAR"),
-        doc=(
-            "a sub-model's reply (llm_query and llm_batch in one). Vectorised: the rows of a "
-            "query are sent concurrently, in "
-            "batches of up to 2,048 rows, and the replies come back in row order. The sub-model "
-            "is strong and has a large window (hand it up to ~100,000 characters per prompt), "
-            "but each call costs time and money: prefer few large prompts. A NULL prompt gives "
-            "NULL with no call; a failed call gives NULL and is reported under the result. "
-            "`model` picks another sub-model (NULL: the default)."
-        ),
-        macro=(
-            f"(prompt) AS {_udf('llm')}({_TEXT.format('prompt')}, {_NULL}), "
-            f"(prompt, model) AS {_udf('llm')}({_TEXT.format('prompt')}, "
-            f"{_TEXT.format('model')})"
-        ),
-    ),
-    FunctionSpec(
-        name="rlm",
-        signatures=("rlm(prompt) -> VARCHAR", "rlm(prompt, context) -> VARCHAR"),
-        doc=(
-            "like llm(), but each call is a recursive language model with a database of its "
-            "own over `context` (text becomes its table of lines, a list its documents, a "
-            "struct its named tables); without a context the prompt is the context. At the "
-            "depth limit it is a plain sub-model call. Rows run concurrently; a failure gives "
-            "NULL."
-        ),
-        macro=(
-            f"(prompt) AS {_udf('rlm')}({_TEXT.format('prompt')}, {_NULL}), "
-            f"(prompt, context) AS {_udf('rlm')}({_TEXT.format('prompt')}, "
-            f"{_TEXT.format('to_json(context)')})"
-        ),
-    ),
-    FunctionSpec(
-        name="final",
-        signatures=("final(value) -> VARCHAR",),
-        doc=(
-            "sets the answer when the statement succeeds (text stays text; numbers, lists and "
-            "structs keep their type), and the run ends. Call it on exactly one row: over "
-            "several rows it fails, so aggregate first (string_agg, list, count). final(NULL) "
-            "fails too."
-        ),
-        macro=f"(value) AS {_udf('final')}({_TEXT.format('to_json(value)')})",
-    ),
-)
+def _schema(text: str) -> dict[str, Any]:
+    """A typed call's schema (JSON text of an object); ValueError says why not."""
+    try:
+        schema = json.loads(text)
+    except ValueError:
+        shown = text if len(text) <= 80 else text[:80] + "..."
+        raise ValueError(f"the schema is not JSON: {shown!r}") from None
+    if not isinstance(schema, dict):
+        raise ValueError("the schema must be a JSON object (a JSON Schema)")
+    return schema
 
 
 def _pa() -> Any:
@@ -178,18 +135,18 @@ class SqlFunctions:
     def register(self, conn: Any) -> None:
         """Register the hidden UDFs on ``conn`` (a DuckDB connection)."""
         text = "VARCHAR"
-        for name, fn in (("llm", self._llm), ("rlm", self._rlm)):
+        for name, fn, arity in (("llm", self._llm, 3), ("rlm", self._rlm, 2)):
             conn.create_function(
-                _udf(name),
+                udf_name(name),
                 fn,
-                [text, text],
+                [text] * arity,
                 text,
                 type="arrow",
                 null_handling="special",  # a NULL model or context is meaningful
                 side_effects=True,  # never constant-folded or cached: each call is real
             )
         conn.create_function(
-            _udf("final"),
+            udf_name("final"),
             self._final,
             [text],
             text,
@@ -240,10 +197,10 @@ class SqlFunctions:
 
     # -- the UDFs --
 
-    def _gather(self, jobs: Sequence[Job]) -> list[list[str] | Exception]:
+    def gather(self, jobs: Sequence[Job]) -> list[list[Any] | Exception]:
         """Run ``jobs`` at once in helper threads; wait for all of them, or
         raise :class:`StatementInterrupted` when the statement is cancelled."""
-        results: list[list[str] | Exception] = [RuntimeError("no result")] * len(jobs)
+        results: list[list[Any] | Exception] = [RuntimeError("no result")] * len(jobs)
         done = threading.Semaphore(0)
 
         def work(i: int, job: Job) -> None:
@@ -262,18 +219,23 @@ class SqlFunctions:
                     raise StatementInterrupted("the statement's time is up")
         return results
 
-    def _fan_out(self, fn: str, size: int, groups: list[tuple[list[int], Job]]) -> Any:
+    def _fan_out(self, fn: str, size: int, groups: list[Group]) -> Any:
         """Run each group's batch at once; the replies land at the group's row
-        indices; rows in no group (NULL prompts) stay NULL."""
+        indices (a typed group's as JSON text); rows in no group stay NULL."""
         out: list[str | None] = [None] * size
-        results = self._gather([job for _, job in groups])
-        for (idx, _), result in zip(groups, results, strict=True):
-            self._tally(fn, idx, result, out)
+        results = self.gather([job for _, job, _ in groups])
+        for (idx, _, typed), result in zip(groups, results, strict=True):
+            self._tally(fn, idx, result, out, typed)
         pa = _pa()
         return pa.array(out, type=pa.large_string())
 
     def _tally(
-        self, fn: str, idx: list[int], result: list[str] | Exception, out: list[str | None]
+        self,
+        fn: str,
+        idx: list[int],
+        result: list[Any] | Exception,
+        out: list[str | None],
+        typed: bool = False,
     ) -> None:
         with self._lock:
             self._calls[fn] += len(idx)
@@ -284,7 +246,7 @@ class SqlFunctions:
                 if isinstance(reply, SubCallFailure):
                     self._fail(fn, 1, reply.error)
                 else:
-                    out[i] = str(reply)
+                    out[i] = json.dumps(reply, ensure_ascii=False) if typed else str(reply)
 
     def _fail(self, fn: str, count: int, error: str) -> None:
         self._failed[fn] += count
@@ -308,17 +270,33 @@ class SqlFunctions:
             )
         return pc.if_else(too_long, _pa().scalar(None, prompts.type), prompts)
 
-    def _llm(self, prompts: Any, models: Any) -> Any:
+    def _llm(self, prompts: Any, models: Any, schemas: Any) -> Any:
         ps: list[str | None] = self._short("llm", prompts).to_pylist()
-        by_model: dict[str | None, list[int]] = {}
-        for i, (prompt, model) in enumerate(zip(ps, models.to_pylist(), strict=True)):
-            if prompt is not None:
-                by_model.setdefault(model, []).append(i)
+        by_call: dict[tuple[str | None, str | None], list[int]] = {}
+        for i, (prompt, model, schema) in enumerate(
+            zip(ps, models.to_pylist(), schemas.to_pylist(), strict=True)
+        ):
+            if prompt is None:
+                continue
+            if schema is None and model is not None and model.lstrip().startswith("{"):
+                model, schema = None, model  # llm(prompt, schema): no model name starts with {
+            by_call.setdefault((model, schema), []).append(i)
 
-        def job(idx: list[int], model: str | None) -> Job:
-            return lambda: self.subcalls.llm_batch([ps[i] or "" for i in idx], model)
+        def job(idx: list[int], model: str | None, schema: str | None) -> Job:
+            texts = [ps[i] or "" for i in idx]
+            if schema is None:  # untyped: SubCalls made before typed calls serve it too
+                return lambda: self.subcalls.llm_batch(texts, model)
+            parsed = _schema(schema)
+            return lambda: self.subcalls.llm_batch(texts, model, parsed)
 
-        groups = [(idx, job(idx, model)) for model, idx in by_model.items()]
+        groups: list[Group] = []
+        for (model, schema), idx in by_call.items():
+            try:
+                groups.append((idx, job(idx, model, schema), schema is not None))
+            except ValueError as exc:  # a schema that is not JSON: its rows fail
+                with self._lock:
+                    self._calls["llm"] += len(idx)
+                    self._fail("llm", len(idx), str(exc))
         return self._fan_out("llm", len(ps), groups)
 
     def _rlm(self, prompts: Any, contexts: Any) -> Any:
@@ -329,7 +307,7 @@ class SqlFunctions:
         def job() -> list[str]:
             return self.subcalls.rlm_batch([ps[i] or "" for i in idx], [cs[i] for i in idx])
 
-        return self._fan_out("rlm", len(ps), [(idx, job)] if idx else [])
+        return self._fan_out("rlm", len(ps), [(idx, job, False)] if idx else [])
 
     def _final(self, values: Any) -> Any:
         if not len(values):

@@ -149,11 +149,11 @@ def sql_guide(
 ) -> str:
     """The whole guide; ``samples`` maps a table's name to its first rows."""
     functions = "\n".join(
-        textwrap.fill(
-            f"- {', '.join(f'`{s}`' for s in f.signatures)}: {f.doc}",
+        textwrap.fill(  # signatures are never split across lines (hence the \0)
+            f"- {', '.join('`' + s.replace(' ', chr(0)) + '`' for s in f.signatures)}: {f.doc}",
             width=GUIDE_WIDTH,
             subsequent_indent="  ",
-        )
+        ).replace(chr(0), " ")
         for f in FUNCTIONS
     )
     parts = [

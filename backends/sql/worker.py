@@ -8,8 +8,8 @@ space (``RLIMIT_AS``, once the context is loaded) and core dumps, so a
 statement that allocates without bound fails here with DuckDB's "Out of
 Memory Error" instead of growing the host; and it offers itself first to
 the kernel's OOM killer (``oom_score_adj`` 1000) should the machine run
-out. Sub-calls (``llm()``, ``rlm()``) reach the host through the bridge
-(:mod:`polyrlm.bridge`). A thread reads the socket: when the host goes away
+out. Sub-calls (``llm()``, ``rlm()``) and the user's tools reach the host
+through the bridge (:mod:`polyrlm.bridge`). A thread reads the socket: when the host goes away
 (closes it, or dies) the worker exits at once, even mid-statement.
 
 Requests (``op``): the first one carries the settings; then ``load`` (a
@@ -28,7 +28,7 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from polyrlm.backends.sql.limits import SQL_ERROR_MAX_CHARS, cut_text
@@ -79,22 +79,33 @@ class BridgeSubCalls:
         """``fn(*args)``, its failures as polyrlm's own errors and failures."""
         from polyrlm.environment import SubCallFailure
         from polyrlm.errors import SubCallError
+        from polyrlm.tools import ToolError
 
         try:
             reply = fn(*args)
         except self._client.SubCallError as exc:  # "Type: message", as the host said it
             kind, _, message = str(exc).partition(": ")
+            if kind == "ToolError":
+                raise ToolError(message) from None
             raise SubCallError(message if kind == "SubCallError" else str(exc)) from None
         if not isinstance(reply, list):
             return reply
         failure = self._client.SubCallFailure
         return [SubCallFailure(r.error) if isinstance(r, failure) else r for r in reply]
 
-    def llm_query(self, prompt: str, model: str | None = None) -> str:
-        return str(self._call(self._client.llm_query, prompt, model))
+    def llm_query(
+        self, prompt: str, model: str | None = None, schema: dict[str, Any] | None = None
+    ) -> Any:
+        return self._call(self._client.llm_query, prompt, model, schema)
 
-    def llm_batch(self, prompts: Sequence[str], model: str | None = None) -> list[str]:
-        return list(self._call(self._client.llm_batch, list(prompts), model))
+    def llm_batch(
+        self, prompts: Sequence[str], model: str | None = None, schema: dict[str, Any] | None = None
+    ) -> list[Any]:
+        return list(self._call(self._client.llm_batch, list(prompts), model, schema))
+
+    def call_tools(self, name: str, arguments: Sequence[Mapping[str, Any]]) -> list[Any]:
+        listed = [dict(a) for a in arguments]
+        return list(self._call(self._client.call_tools, name, listed))
 
     def rlm_query(self, prompt: str, context: Any = None) -> str:
         return str(self._call(self._client.rlm_query, prompt, context))
@@ -174,7 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from polyrlm.backends.sql.engine import Engine, Settings
 
-        engine = Engine(BridgeSubCalls(), Settings(**init["settings"]))
+        settings = dict(init["settings"])
+        settings["tools"] = tuple(settings.get("tools") or ())
+        engine = Engine(BridgeSubCalls(), Settings(**settings))
     except Exception as exc:
         send_frame(sock, {"error": type(exc).__name__, "message": str(exc)})
         return 1

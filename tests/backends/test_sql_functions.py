@@ -25,6 +25,7 @@ class FakeSubCalls:
         self.delay_s = delay_s
         self.batches: list[tuple[list[str], str | None]] = []
         self.children: list[tuple[str, Any]] = []
+        self.schemas: list[Any] = []
         self.threads: set[int] = set()
         self._lock = threading.Lock()
 
@@ -36,13 +37,20 @@ class FakeSubCalls:
     def llm_query(self, prompt: str, model: str | None = None) -> str:
         return self.llm_batch([prompt], model)[0]
 
-    def llm_batch(self, prompts: Sequence[str], model: str | None = None) -> list[str]:
+    def llm_batch(
+        self, prompts: Sequence[str], model: str | None = None, schema: Any = None
+    ) -> list[Any]:
         with self._lock:
             self.batches.append((list(prompts), model))
             self.threads.add(threading.get_ident())
+            if schema is not None:
+                self.schemas.append(schema)
         if self.delay_s:
             time.sleep(self.delay_s)
-        return [self._reply(p, model) for p in prompts]
+        replies = [self._reply(p, model) for p in prompts]
+        if schema is None:
+            return replies
+        return [r if isinstance(r, SubCallFailure) else {"reply": r} for r in replies]
 
     def rlm_query(self, prompt: str, context: Any = None) -> str:
         return self.rlm_batch([prompt], [context])[0]
@@ -156,6 +164,29 @@ def test_rows_with_different_models_are_one_batch_each(
         (["prompt 0", "prompt 2"], None),
         (["prompt 1", "prompt 3"], "even"),
     ]
+
+
+def test_typed_rows_are_one_batch_per_schema_and_reply_json(
+    env: SqlEnvironment, calls: FakeSubCalls
+) -> None:
+    sql = (
+        'SELECT llm(text, CASE WHEN line_no % 2 = 0 THEN \'{"type": "object"}\' END) AS r '
+        "FROM context WHERE line_no <= 4 ORDER BY line_no"
+    )
+    assert rows(env, sql) == [
+        ("sub:prompt 0",),
+        ('{"reply": "sub:prompt 1"}',),
+        ("sub:prompt 2",),
+        ('{"reply": "sub:prompt 3"}',),
+    ]
+    assert sorted(calls.batches, key=str) == [
+        (["prompt 0", "prompt 2"], None),
+        (["prompt 1", "prompt 3"], None),
+    ]
+    assert calls.schemas == [{"type": "object"}]
+    failed = env.execute("SELECT llm('fail x', '{}') AS r, llm('y', NULL, '[1]') AS s")
+    assert failed.error is None and "2 of 2 calls failed" in failed.output
+    assert "refused fail x" in failed.output and "must be a JSON object" in failed.output
 
 
 def test_failed_rows_give_null_and_a_note(env: SqlEnvironment) -> None:

@@ -10,8 +10,10 @@ pytest.importorskip("duckdb")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
+from pydantic import BaseModel  # noqa: E402
+
 from polyrlm import RLM, StopReason  # noqa: E402
-from polyrlm.events import CodeExecuted, RunStarted  # noqa: E402
+from polyrlm.events import CodeExecuted, RunStarted, ToolCalled  # noqa: E402
 from polyrlm.plugins.bench.fanout import FANOUT_CODE  # noqa: E402
 from polyrlm.records import Role  # noqa: E402
 from polyrlm.testing.scripted import ScriptedModel  # noqa: E402
@@ -121,3 +123,60 @@ def test_the_fanout_benchmark_block_runs() -> None:
     result = RLM(root.model, sub.model, backend="sql", max_concurrency=64).completion("x", context)
     assert str(result.answer) == str(n)
     assert result.usage.by_role[Role.SUB].calls == n
+
+
+class WordCount(BaseModel):
+    line: int
+    words: int
+
+
+def words(text: str) -> int:
+    """The number of words in text."""
+    return len(text.split())
+
+
+def test_a_typed_answer_built_from_a_tool_over_the_rows() -> None:
+    root = ScriptedModel(
+        [
+            block(
+                "SELECT final(list({'line': line_no, 'words': words(text)} ORDER BY line_no)) "
+                "FROM context"
+            )
+        ]
+    )
+    result = RLM(root.model, backend="sql", tools=[words]).completion(
+        "Words per line?", "a b\nc d e\nf", answer_type=list[WordCount]
+    )
+    assert result.stop_reason == StopReason.ANSWERED
+    counts = [(1, 2), (2, 3), (3, 1)]
+    assert result.answer == [WordCount(line=n, words=w) for n, w in counts]
+    called = [
+        (e.tool, e.arguments, e.result) for e in result.trajectory if isinstance(e, ToolCalled)
+    ]
+    assert sorted(called, key=str) == [
+        ("words", {"text": "a b"}, 2),
+        ("words", {"text": "c d e"}, 3),
+        ("words", {"text": "f"}, 1),
+    ]
+    system = root.calls[0][0]["content"]
+    assert "`words(text VARCHAR) -> BIGINT`: The number of words in text." in system
+    assert "STRUCT(line BIGINT, words BIGINT)[]" in system
+
+
+def test_a_typed_sub_call_is_checked_on_the_host() -> None:
+    schema = '{"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}'
+    root = ScriptedModel(
+        [
+            block(
+                f"CREATE TABLE r AS SELECT line_no, llm('Count: ' || text, '{schema}') AS reply "
+                "FROM context;\n"
+                "SELECT final(sum(CAST(reply->>'n' AS BIGINT))) FROM r"
+            )
+        ]
+    )
+    # The sub-model answers in prose around the JSON; the host takes the JSON out.
+    sub = ScriptedModel(lambda m: f'Sure: {{"n": {len(m[-1]["content"].split(chr(10))[0])}}}')
+    result = RLM(root.model, sub.model, backend="sql").completion("q", "ab\ncde")
+    assert result.stop_reason == StopReason.ANSWERED
+    assert result.answer == len("Count: ab") + len("Count: cde")
+    assert result.usage.by_role[Role.SUB].calls == 2
