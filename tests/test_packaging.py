@@ -94,6 +94,6 @@ def test_every_plugin_folder_registers_through_an_entry_point() -> None:
         if ep.group == "polyrlm"
     }
     folders = [f.name for f in (ROOT / "plugins").iterdir() if (f / "__init__.py").exists()]
-    assert sorted(folders) == ["bench", "demo", "jsonl", "progress", "view"]
+    assert sorted(folders) == ["bench", "demo", "export", "jsonl", "mcp", "progress", "ray", "view"]
     for name in folders:
         assert f"polyrlm.plugins.{name}.plugin" in points, f"plugins/{name} has no entry point"

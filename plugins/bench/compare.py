@@ -94,14 +94,27 @@ def warm_up(backends: Sequence[str]) -> None:
             continue
 
 
+def _log(log_dir: Path | None, instance: Instance, backend: str, label: str) -> Path | None:
+    """Where a run keeps its trajectory: ``TASK-BACKEND-LABEL-SIZE-SEED.jsonl``."""
+    if log_dir is None:
+        return None
+    return log_dir / f"{instance.task}-{backend}-{label}-{instance.size}-{instance.seed}.jsonl"
+
+
 def _runs(
-    task: Task, instance: Instance, backend: str, method: str, opts: Mapping[str, Any]
+    task: Task,
+    instance: Instance,
+    backend: str,
+    method: str,
+    opts: Mapping[str, Any],
+    log_dir: Path | None = None,
 ) -> list[RunRecord]:
     status = backend_status(backend)
     if method == "rlm":
         if status:
             return [run_record(instance, backend, method, status)]
-        return [run_rlm(task, instance, backend, **opts)]
+        log = _log(log_dir, instance, backend, "rlm")
+        return [run_rlm(task, instance, backend, log=log, **opts)]
     strategies = task.strategies()
     wanted = opts.get("strategies") or list(strategies)
     out = []
@@ -119,6 +132,7 @@ def _runs(
                 sub_model=opts.get("sub_model"),
                 sub_options=opts.get("sub_options"),
                 max_concurrency=opts.get("max_concurrency"),
+                log=_log(log_dir, instance, backend, name),
             )
         )
     return out
@@ -141,11 +155,14 @@ def compare(
     window: int | None = None,
     max_concurrency: int | None = None,
     progress: Callable[[RunRecord], None] | None = None,
+    log_dir: Path | None = None,
 ) -> list[RunRecord]:
     """Run ``method`` on every backend for every size; one record per run.
 
     ``options`` go to every model call of ``rlm`` and ``base`` (``api_base``,
     ``api_key``, ...); ``sub_options`` to sub-calls (default: ``options``).
+    ``log_dir`` keeps each run's trajectory there; its record names the file
+    and the run id (``polyrlm export --scores TASK.json`` matches them).
     """
     task = get_task(task) if isinstance(task, str) else task
     if method not in METHODS:
@@ -179,6 +196,8 @@ def compare(
         }
     if method != "base":
         warm_up(backends)
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
     records: list[RunRecord] = []
     for size in sorted(sizes):
         for i in range(instances):
@@ -190,7 +209,7 @@ def compare(
                 batch = []
                 for backend in backends:
                     try:
-                        batch += _runs(task, instance, backend, method, opts)
+                        batch += _runs(task, instance, backend, method, opts, log_dir)
                     except Exception as exc:  # e.g. a backend that fails to start: a row
                         detail = f"{type(exc).__name__}: {exc}"[:300]
                         batch.append(run_record(instance, backend, method, "error", detail))
@@ -232,6 +251,7 @@ def _parser(task_names: Sequence[str]) -> argparse.ArgumentParser:
     p.add_argument("--max-concurrency", type=int, default=None, help="model calls in flight")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help="directory for JSON, PNG")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--log-dir", type=Path, default=None, help="keep each run's trajectory")
     return p
 
 
@@ -282,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         window=args.window,
         max_concurrency=args.max_concurrency,
         progress=progress,
+        log_dir=args.log_dir,
     )
     rows = aggregate(records)
     title = (
@@ -289,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.instances} instance(s) per size"
     )
     print_rows(title, rows)
-    settings = {k: v for k, v in vars(args).items() if k not in {"out", "api_key"}}
+    settings = {k: v for k, v in vars(args).items() if k not in {"out", "api_key", "log_dir"}}
     path = write_json(
         args.out / f"{task.name}.json",
         {

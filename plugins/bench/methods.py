@@ -77,6 +77,8 @@ class RunRecord(BaseModel):
     iterations: int = Field(0, description="Root turns.")
     sub_calls: int = Field(0, description="Sub-model calls.")
     stop_reason: str | None = Field(None, description="The run's stop reason.")
+    run_id: str | None = Field(None, description="The root run's id (in its trajectory).")
+    trajectory: str | None = Field(None, description="The run's trajectory file (--log-dir).")
 
 
 def _cut(value: Any) -> Any:
@@ -137,6 +139,7 @@ def _record(
         iterations=usage.iterations,
         sub_calls=sub.calls + sub.failed_calls if sub else 0,
         stop_reason=str(result.stop_reason),
+        run_id=result.trajectory[0].run_id if result.trajectory else None,
         **extra,
     )
 
@@ -170,6 +173,8 @@ def run_strategy(
     from polyrlm.testing.scripted import ScriptedModel
 
     method, extra = "strategy", {"strategy": strategy.name, "note": strategy.note}
+    if log is not None:
+        extra["trajectory"] = str(log)
     cls = get_registry().get(backend)
     if cls.language not in strategy.code:
         return run_record(instance, backend, method, f"no {cls.language} code", **extra)
@@ -209,8 +214,10 @@ def run_rlm(
     sub_options: Mapping[str, Any] | None = None,
     budget: Budget | None = None,
     max_concurrency: int | None = None,
+    log: str | Path | None = None,
 ) -> RunRecord:
-    """The real loop: ``model`` as the root, ``sub_model`` for sub-calls."""
+    """The real loop: ``model`` as the root, ``sub_model`` for sub-calls;
+    ``log``: write the trajectory there as JSONL."""
     from polyrlm.rlm import RLM
 
     extra: dict[str, Any] = {} if max_concurrency is None else {"max_concurrency": max_concurrency}
@@ -220,13 +227,15 @@ def run_rlm(
         backend=backend,
         budget=budget,
         sub_model_options=dict(sub_options) if sub_options is not None else None,
+        log=log,
         **extra,
         **dict(options or {}),
     )
     answer_format = instance.params.get("answer_format", "Reply with the answer only.")
     started = time.perf_counter()
     result = rlm.completion(f"{instance.question}\n{answer_format}", instance.context)
-    return _record(task, instance, backend, "rlm", result, time.perf_counter() - started)
+    kept = {} if log is None else {"trajectory": str(log)}
+    return _record(task, instance, backend, "rlm", result, time.perf_counter() - started, **kept)
 
 
 async def _base_call(

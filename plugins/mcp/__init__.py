@@ -1,0 +1,1 @@
+"""polyrlm as an MCP server (``polyrlm mcp``)."""

@@ -1,0 +1,1 @@
+"""The MCP plugin's hooks (being written)."""

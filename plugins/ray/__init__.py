@@ -1,0 +1,1 @@
+"""Batches of runs on a Ray instance or cluster (``RLM.batch(executor="ray")``)."""

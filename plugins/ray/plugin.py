@@ -1,0 +1,1 @@
+"""The Ray plugin's hooks (being written)."""
