@@ -86,15 +86,18 @@ class _Commands:
 
 def test_first_party_plugins_come_through_their_entry_points() -> None:
     pm = plugin_manager()
-    for name in ("bench", "view", "demo", "progress", "jsonl"):
+    for name in ("bench", "view", "demo", "progress", "jsonl", "mcp", "export"):
         plugin = pm.get_plugin(name)
         assert plugin is not None and plugin.__name__ == f"polyrlm.plugins.{name}.plugin"
     commands = get_registry().commands()
     assert {n: c.plugin for n, c in commands.items()} == {
         "bench": "bench",
         "demo": "demo",
+        "export": "export",
+        "mcp": "mcp",
         "view": "view",
     }
+
 
 
 def test_a_third_party_command_runs_from_the_cli(
