@@ -28,6 +28,7 @@ LEAK_PREFIXES = (
     "polyrlm-sql-",
     "polyrlm-wasm-",
     "polyrlm-llama-",
+    "polyrlm-ray-",
 )
 
 

@@ -19,6 +19,7 @@ SUITES = {
     "sql-needle": "polyrlm.plugins.bench.sql_needle",
     "bash-grep": "polyrlm.plugins.bench.bash_grep",
     "wasm-perf": "polyrlm.plugins.bench.wasm_perf",
+    "batch": "polyrlm.plugins.bench.batch_speed",
 }
 
 _SUITES = {
@@ -28,6 +29,8 @@ _SUITES = {
     "exec": "per-exec overhead of a trivial statement per backend, beside a bare exec",
     "isolation": "what isolation costs: the kernel and bash sandboxed or not, SQL's worker or "
     "not, per exec and at start-up with a context loaded",
+    "batch": "RLM.batch: needle runs one after another, on the local pool and on Ray "
+    "(fake server at 1 s per call)",
 }
 
 

@@ -30,6 +30,8 @@ def _bench(argv: Sequence[str]) -> int:
 def register_commands(register: Callable[[Command], None]) -> None:
     register(
         Command(
-            "bench", "benchmarks: a task on every backend, or a suite (perf, fanout, exec)", _bench
+            "bench",
+            "benchmarks: a task on every backend, or a suite (perf, fanout, batch, ...)",
+            _bench,
         )
     )

@@ -86,7 +86,7 @@ class _Commands:
 
 def test_first_party_plugins_come_through_their_entry_points() -> None:
     pm = plugin_manager()
-    for name in ("bench", "view", "demo", "progress", "jsonl", "mcp", "export"):
+    for name in ("bench", "view", "demo", "progress", "jsonl", "ray", "mcp", "export"):
         plugin = pm.get_plugin(name)
         assert plugin is not None and plugin.__name__ == f"polyrlm.plugins.{name}.plugin"
     commands = get_registry().commands()
@@ -97,7 +97,11 @@ def test_first_party_plugins_come_through_their_entry_points() -> None:
         "mcp": "mcp",
         "view": "view",
     }
-
+    assert {n: s.plugin for n, s in get_registry().executors().items()} == {
+        "local": "polyrlm",
+        "ray": "ray",
+        "serial": "polyrlm",
+    }
 
 
 def test_a_third_party_command_runs_from_the_cli(
