@@ -5,6 +5,7 @@ run_code call, and the cache marks of the stable prefix."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from polyrlm.parsing import format_exec_observation
@@ -14,6 +15,7 @@ from polyrlm.records import ExecResult
 
 __all__ = [
     "CACHE_MARK",
+    "assistant_entry",
     "assistant_message",
     "cache_marked",
     "observation",
@@ -29,15 +31,21 @@ CACHE_MARK = {"type": "ephemeral"}
 def assistant_message(reply: Reply) -> dict[str, Any]:
     """The reply as it goes into the history (OpenAI's format; litellm
     translates it for each provider)."""
-    message: dict[str, Any] = {"role": "assistant", "content": reply.text}
-    if reply.tool_calls:
+    return assistant_entry(reply.text, reply.tool_calls)
+
+
+def assistant_entry(text: str, tool_calls: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
+    """An assistant message of ``text`` and its native tool calls (id,
+    name, arguments), as the loop puts it in the history."""
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tool_calls:
         message["tool_calls"] = [
             {
                 "id": call["id"],
                 "type": "function",
                 "function": {"name": call["name"], "arguments": call["arguments"]},
             }
-            for call in reply.tool_calls
+            for call in tool_calls
         ]
     return message
 

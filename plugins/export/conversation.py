@@ -41,7 +41,7 @@ from polyrlm.events import (
 from polyrlm.history import compaction_note
 from polyrlm.prompts import ANSWER_INVALID_NOTE, RUN_CODE_TOOL, TOOL_CHANNEL_NOTE, run_code_tool
 from polyrlm.records import ExecResult, Role, StopReason
-from polyrlm.turns import observation, run_code_argument, tool_result
+from polyrlm.turns import assistant_entry, observation, run_code_argument, tool_result
 
 __all__ = ["Message", "Run", "message_chars", "runs_of"]
 
@@ -115,17 +115,7 @@ def message_chars(message: Message) -> int:
 
 
 def _assistant(call: ModelCalled) -> Message:
-    message: Message = {"role": "assistant", "content": call.response or ""}
-    if call.tool_calls:
-        message["tool_calls"] = [
-            {
-                "id": c["id"],
-                "type": "function",
-                "function": {"name": c["name"], "arguments": c["arguments"]},
-            }
-            for c in call.tool_calls
-        ]
-    return message
+    return assistant_entry(call.response or "", call.tool_calls or ())
 
 
 def _rebuilt_result(
