@@ -24,12 +24,15 @@ executor started, ``"driver"`` otherwise.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
+import faulthandler
 import os
 import shutil
 import socket
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -61,6 +64,23 @@ TEMP_PREFIX = "polyrlm-ray-"
 #: Addresses ``ray.init`` resolves itself (``auto``: ``$RAY_ADDRESS`` or the
 #: cluster started on this machine with ``ray start``; ``local``: a new instance).
 NAMED_ADDRESSES = ("auto", "local")
+
+
+@contextlib.contextmanager
+def _faulthandler_kept() -> Iterator[None]:
+    """Keep this process's SIGSEGV handling as it was across ``ray.init``:
+    Ray's C++ core would install its crash reporter and ray.init turns
+    faulthandler on, and wasmtime then refuses every later WASM sandbox here."""
+    from ray._private import ray_constants
+
+    # Read when the core worker starts (also when ray was imported before us).
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+    was_on = faulthandler.is_enabled()
+    try:
+        yield
+    finally:
+        if not was_on and faulthandler.is_enabled():
+            faulthandler.disable()
 
 
 def _import_ray() -> Any:
@@ -163,7 +183,8 @@ class RayExecutor:
     def _join(self, address: str, options: dict[str, Any]) -> None:
         options = {"log_to_driver": False, "logging_level": "WARNING", **options}
         try:
-            self._ray.init(address=address, **options)
+            with _faulthandler_kept():
+                self._ray.init(address=address, **options)
         except (ConnectionError, ValueError, RuntimeError, TypeError) as exc:
             raise ConfigError(f"cannot join the Ray cluster at {address!r}: {exc}") from exc
         self._connected = True
@@ -182,7 +203,8 @@ class RayExecutor:
             **options,
         }
         try:
-            self._ray.init(**settings)
+            with _faulthandler_kept():
+                self._ray.init(**settings)
         except (ConnectionError, ValueError, RuntimeError, TypeError) as exc:
             self._ray.shutdown()  # whatever it started before failing
             shutil.rmtree(self._temp_dir, ignore_errors=True)

@@ -300,3 +300,17 @@ def test_a_cluster_is_joined_by_address_and_left_running(
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[-2] == f"['{number}', '{number}'] ray False"
     assert ray.is_initialized() and ray.cluster_resources()["CPU"] == RAY_CPUS
+
+
+def test_wasm_sandboxes_still_open_in_a_process_that_started_ray(owner: RayExecutor) -> None:
+    """Ray's C++ core would replace this process's SIGSEGV handler (its
+    crash reporter) and ray.init turns faulthandler on: wasmtime then refuses
+    every later sandbox here. The executor keeps both as they were."""
+    from polyrlm.backends.wasm.environment import WasmEnvironment
+    from polyrlm.testing.contract import EchoSubCalls
+
+    assert owner.owns_instance
+    with WasmEnvironment(EchoSubCalls()) as env:
+        env.load_context("text")
+        result = env.execute("print(len(context))")
+    assert result.error is None and result.output.strip() == "4"
