@@ -22,6 +22,7 @@ from typing import Any
 
 from polyrlm.cli import budget_from_flags
 from polyrlm.errors import ConfigError
+from polyrlm.plugins.bench.batched import run_rlm_batch
 from polyrlm.plugins.bench.methods import RunRecord, run_base, run_record, run_rlm, run_strategy
 from polyrlm.plugins.bench.report import DEFAULT_OUT_DIR, write_json
 from polyrlm.plugins.bench.task import Instance, Task, get_task, get_tasks
@@ -156,6 +157,8 @@ def compare(
     max_concurrency: int | None = None,
     progress: Callable[[RunRecord], None] | None = None,
     log_dir: Path | None = None,
+    executor: str | None = None,
+    max_workers: int | None = None,
 ) -> list[RunRecord]:
     """Run ``method`` on every backend for every size; one record per run.
 
@@ -163,6 +166,8 @@ def compare(
     ``api_key``, ...); ``sub_options`` to sub-calls (default: ``options``).
     ``log_dir`` keeps each run's trajectory there; its record names the file
     and the run id (``polyrlm export --scores TASK.json`` matches them).
+    ``executor`` (``rlm`` only) runs every instance of a backend at once,
+    as one :meth:`RLM.batch` on it (``local``, ``ray``, ...).
     """
     task = get_task(task) if isinstance(task, str) else task
     if method not in METHODS:
@@ -171,6 +176,11 @@ def compare(
         raise ConfigError(f"method {method!r} needs a model (--model)")
     if instances < 1:
         raise ConfigError("instances must be at least 1")
+    if executor is not None and method != "rlm":
+        raise ConfigError(
+            f"--executor runs the rlm method's runs; {method!r} runs here, one after another "
+            "(its scripted models live in this process)"
+        )
     unknown = sorted(set(strategies or ()) - set(task.strategies()))
     if unknown:
         raise ConfigError(
@@ -198,6 +208,23 @@ def compare(
         warm_up(backends)
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
+    if executor is not None:
+        every = [task.generate(seed + i, size) for size in sorted(sizes) for i in range(instances)]
+        status = {b: why for b in backends if (why := backend_status(b))}
+        records = run_rlm_batch(
+            task,
+            every,
+            backends,
+            opts,
+            executor=executor,
+            max_workers=max_workers,
+            log_dir=log_dir,
+            status=status,
+        )
+        for record in records:
+            if progress is not None:
+                progress(record)
+        return records
     records: list[RunRecord] = []
     for size in sorted(sizes):
         for i in range(instances):
@@ -252,6 +279,10 @@ def _parser(task_names: Sequence[str]) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help="directory for JSON, PNG")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--log-dir", type=Path, default=None, help="keep each run's trajectory")
+    p.add_argument(
+        "--executor", default=None, help="rlm: run the instances at once (local, ray, ...)"
+    )
+    p.add_argument("--workers", type=int, default=None, help="with --executor: runs at once")
     return p
 
 
@@ -303,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_concurrency=args.max_concurrency,
         progress=progress,
         log_dir=args.log_dir,
+        executor=args.executor,
+        max_workers=args.workers,
     )
     rows = aggregate(records)
     title = (

@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,12 +25,18 @@ from polyrlm.plugins.bench.task import Instance, Task
 from polyrlm.records import Budget, Role, StopReason
 from polyrlm.result import Result
 
+if TYPE_CHECKING:
+    from polyrlm.rlm import RLM
+
 __all__ = [
     "BASE_CUT_ATTEMPTS",
     "BASE_RESERVE_TOKENS",
     "BASE_SHRINK",
     "DEFAULT_WINDOW_TOKENS",
     "RunRecord",
+    "record_result",
+    "rlm_for",
+    "rlm_question",
     "run_base",
     "run_rlm",
     "run_strategy",
@@ -108,7 +114,7 @@ def run_record(
     )
 
 
-def _record(
+def record_result(
     task: Task,
     instance: Instance,
     backend: str,
@@ -200,12 +206,12 @@ def run_strategy(
     )
     started = time.perf_counter()
     result = rlm.completion(instance.question, instance.context)
-    return _record(task, instance, backend, method, result, time.perf_counter() - started, **extra)
+    return record_result(
+        task, instance, backend, method, result, time.perf_counter() - started, **extra
+    )
 
 
-def run_rlm(
-    task: Task,
-    instance: Instance,
+def rlm_for(
     backend: str,
     *,
     model: str,
@@ -215,13 +221,12 @@ def run_rlm(
     budget: Budget | None = None,
     max_concurrency: int | None = None,
     log: str | Path | None = None,
-) -> RunRecord:
-    """The real loop: ``model`` as the root, ``sub_model`` for sub-calls;
-    ``log``: write the trajectory there as JSONL."""
+) -> RLM:
+    """The RLM the ``rlm`` method runs on ``backend``."""
     from polyrlm.rlm import RLM
 
     extra: dict[str, Any] = {} if max_concurrency is None else {"max_concurrency": max_concurrency}
-    rlm = RLM(
+    return RLM(
         model,
         sub_model,
         backend=backend,
@@ -231,11 +236,31 @@ def run_rlm(
         **extra,
         **dict(options or {}),
     )
+
+
+def rlm_question(instance: Instance) -> str:
+    """The question the ``rlm`` method asks: the instance's, and its answer format."""
     answer_format = instance.params.get("answer_format", "Reply with the answer only.")
+    return f"{instance.question}\n{answer_format}"
+
+
+def run_rlm(
+    task: Task,
+    instance: Instance,
+    backend: str,
+    *,
+    log: str | Path | None = None,
+    **settings: Any,
+) -> RunRecord:
+    """The real loop: ``model`` as the root, ``sub_model`` for sub-calls
+    (the settings of :func:`rlm_for`); ``log``: write the trajectory there."""
+    rlm = rlm_for(backend, log=log, **settings)
     started = time.perf_counter()
-    result = rlm.completion(f"{instance.question}\n{answer_format}", instance.context)
+    result = rlm.completion(rlm_question(instance), instance.context)
     kept = {} if log is None else {"trajectory": str(log)}
-    return _record(task, instance, backend, "rlm", result, time.perf_counter() - started, **kept)
+    return record_result(
+        task, instance, backend, "rlm", result, time.perf_counter() - started, **kept
+    )
 
 
 async def _base_call(

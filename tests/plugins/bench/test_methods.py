@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from polyrlm.config import CHARS_PER_TOKEN
 from polyrlm.plugins.bench.methods import BASE_RESERVE_TOKENS, run_base, run_rlm
@@ -108,3 +111,33 @@ def test_base_method_shrinks_until_the_guard_lets_the_prompt_through() -> None:
     assert record.status == "ok" and len(served) == 1  # refused prompts were never sent
     kept = served[0].messages[-1]["content"]
     assert len(kept) < (window - BASE_RESERVE_TOKENS) * CHARS_PER_TOKEN * 0.8
+
+
+def test_rlm_method_on_an_executor_runs_every_instance_at_once(tmp_path: Path) -> None:
+    """``polyrlm bench TASK --method rlm --executor local``: one RLM.batch per
+    backend, in worker processes (the root scripted over HTTP reaches them)."""
+    from polyrlm.errors import ConfigError
+    from polyrlm.plugins.bench.compare import compare
+
+    with FakeOpenAIServer(lambda body: FIND) as server:
+        records = compare(
+            "sniah",
+            backends=["python-inline"],
+            sizes=[4_000],
+            method="rlm",
+            instances=3,
+            model="openai/root",
+            options={"api_base": server.base_url, "api_key": "x"},
+            executor="local",
+            max_workers=2,
+            log_dir=tmp_path,
+        )
+    assert [(r.seed, r.status, r.score) for r in records] == [
+        (0, "ok", 1.0),
+        (1, "ok", 1.0),
+        (2, "ok", 1.0),
+    ]
+    assert all(r.run_id and r.trajectory and Path(r.trajectory).exists() for r in records)
+    assert all(r.wall_s > 0 for r in records)
+    with pytest.raises(ConfigError, match="--executor runs the rlm method"):
+        compare("sniah", backends=["python-inline"], sizes=[4_000], executor="local")
