@@ -211,7 +211,7 @@ def compare(
     if executor is not None:
         every = [task.generate(seed + i, size) for size in sorted(sizes) for i in range(instances)]
         status = {b: why for b in backends if (why := backend_status(b))}
-        records = run_rlm_batch(
+        batched = run_rlm_batch(
             task,
             every,
             backends,
@@ -221,10 +221,10 @@ def compare(
             log_dir=log_dir,
             status=status,
         )
-        for record in records:
+        for record in batched:
             if progress is not None:
                 progress(record)
-        return records
+        return batched
     records: list[RunRecord] = []
     for size in sorted(sizes):
         for i in range(instances):
