@@ -15,10 +15,8 @@ authenticated (a ``token`` field, if sent, is ignored)::
     {"id": 2, "method": "llm_query", "params": {"prompt": "..."}}
     {"id": 2, "error": {"type": "SubCallError", "message": "..."}}
 
-Methods: ``llm_query``, ``llm_batch`` (a ``schema`` param makes them typed:
-JSON data comes back), ``rlm_query``, ``rlm_batch``, and the user tools'
-``call_tool`` (``name``, ``arguments``) and ``call_tools`` (``name``, a list
-of ``arguments``); each request waits in a worker thread on the environment's blocking
+The methods and what they ask of :class:`SubCalls` are in
+:mod:`polyrlm.bridge_methods`; each request waits in a worker thread on the environment's blocking
 :class:`SubCalls`, and a ``llm_batch`` of 1,000 is one request that fans
 out in the broker. A malformed request gets a ``BadRequest`` reply and the
 connection goes on.
@@ -63,7 +61,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from polyrlm.environment import SubCallFailure, SubCalls
+from polyrlm.bridge_methods import BadRequest, serve
+from polyrlm.environment import SubCalls
 from polyrlm.errors import PolyrlmError
 
 __all__ = [
@@ -96,36 +95,8 @@ BRIDGE_MAX_WORKERS = 32
 BRIDGE_START_TIMEOUT_S = 10.0
 
 
-class _BadRequest(Exception):
-    pass
-
-
 class _TooLong(Exception):
     pass
-
-
-def _text(value: Any, name: str) -> str:
-    if not isinstance(value, str):
-        raise _BadRequest(f"{name} must be a string, not {type(value).__name__}")
-    return value
-
-
-def _texts(value: Any, name: str) -> list[str]:
-    if not isinstance(value, list):
-        raise _BadRequest(f"{name} must be a list of strings")
-    return [_text(v, f"{name}[{i}]") for i, v in enumerate(value)]
-
-
-def _schema(params: dict[str, Any]) -> dict[str, Any] | None:
-    schema = params.get("schema")
-    if schema is not None and not isinstance(schema, dict):
-        raise _BadRequest("schema must be a JSON Schema object")
-    return schema
-
-
-def _model(params: dict[str, Any]) -> str | None:
-    model = params.get("model")
-    return None if model is None else _text(model, "model")
 
 
 class _HeldBytes:
@@ -346,47 +317,19 @@ class Bridge:
         try:
             request = json.loads(line)
             if not isinstance(request, dict):
-                raise _BadRequest("a request must be a JSON object")
+                raise BadRequest("a request must be a JSON object")
             request_id = request.get("id")
             params = request.get("params") or {}
             if not isinstance(params, dict):
-                raise _BadRequest("params must be an object")
-            return _encode({"id": request_id, **self._call(str(request.get("method")), params)})
-        except (_BadRequest, ValueError) as exc:
+                raise BadRequest("params must be an object")
+            served = serve(self.subcalls, str(request.get("method")), params)
+            return _encode({"id": request_id, **served})
+        except (BadRequest, ValueError) as exc:
             return _encode(_error(request_id, "BadRequest", str(exc)))
         except PolyrlmError as exc:
             return _encode(_error(request_id, type(exc).__name__, str(exc)))
         except Exception as exc:  # a bug must reach the client, not kill the bridge
             return _encode(_error(request_id, type(exc).__name__, str(exc)))
-
-    def _call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        sc = self.subcalls
-        if method == "llm_query":
-            prompt, typed = _text(params.get("prompt"), "prompt"), _schema(params)
-            # An untyped call passes no schema: SubCalls of before typed calls still serve it.
-            args = (prompt, _model(params)) if typed is None else (prompt, _model(params), typed)
-            return {"result": sc.llm_query(*args)}
-        if method == "rlm_query":
-            prompt = _text(params.get("prompt"), "prompt")
-            return {"result": sc.rlm_query(prompt, params.get("context"))}
-        if method == "llm_batch":
-            prompts, typed = _texts(params.get("prompts"), "prompts"), _schema(params)
-            many = (prompts, _model(params)) if typed is None else (prompts, _model(params), typed)
-            return _batch(sc.llm_batch(*many))
-        if method == "rlm_batch":
-            contexts = params.get("contexts")
-            if contexts is not None and not isinstance(contexts, list):
-                raise _BadRequest("contexts must be a list")
-            return _batch(sc.rlm_batch(_texts(params.get("prompts"), "prompts"), contexts))
-        if method == "call_tool":
-            name = _text(params.get("name"), "name")
-            return {"result": sc.call_tool(name, params.get("arguments") or {})}
-        if method == "call_tools":
-            listed = params.get("arguments")
-            if not isinstance(listed, list):
-                raise _BadRequest("arguments must be a list (one object per call)")
-            return {"result": sc.call_tools(_text(params.get("name"), "name"), listed)}
-        raise _BadRequest(f"unknown method {method!r}")
 
     def close(self) -> None:
         """Stop serving and remove the socket and its directory. Idempotent."""
@@ -410,9 +353,3 @@ def _refuse(writer: asyncio.StreamWriter, kind: str, message: str) -> None:
 
 def _error(request_id: Any, kind: str, message: str) -> dict[str, Any]:
     return {"id": request_id, "error": {"type": kind, "message": message}}
-
-
-def _batch(items: list[Any]) -> dict[str, Any]:
-    failures = {str(i): x.error for i, x in enumerate(items) if isinstance(x, SubCallFailure)}
-    # Text stays text (a str subclass becomes plain); typed replies are JSON data.
-    return {"result": [str(x) if isinstance(x, str) else x for x in items], "failures": failures}
