@@ -21,6 +21,7 @@ from polyrlm.config import CHARS_PER_TOKEN
 from polyrlm.errors import ConfigError, PolyrlmError, PromptTooLong
 from polyrlm.events import CodeExecuted
 from polyrlm.plugins.bench.strategy import MAP_CHUNK_CHARS, Strategy
+from polyrlm.plugins.bench.table_text import context_text
 from polyrlm.plugins.bench.task import Instance, Task
 from polyrlm.records import Budget, Role, StopReason
 from polyrlm.result import Result
@@ -73,6 +74,9 @@ class RunRecord(BaseModel):
     detail: str = Field("", description="Why it did not run, or its first error.")
     note: str = Field("", description="What the reader should know (e.g. a strategy's prior).")
     score: float | None = Field(None, description="Score in [0, 1]; None when it did not run.")
+    scores: dict[str, float] = Field(
+        default_factory=dict, description="Every metric of the task (Task.scores), by name."
+    )
     answer: Any = Field(None, description="The answer given (cut when long).")
     expected: Any = Field(None, description="The gold answer (cut when long).")
     root_tokens: int = Field(0, description="Prompt + completion tokens of root calls.")
@@ -136,6 +140,7 @@ def record_result(
         "ok" if answered else ("error" if result.error else "no answer"),
         _cut(detail.strip()),
         score=task.score(instance, result.answer) if answered else 0.0,
+        scores=task.scores(instance, result.answer) if answered else {},
         answer=_cut(result.answer),
         root_tokens=root.total_tokens if root else 0,
         sub_tokens=sub.total_tokens if sub else 0,
@@ -278,10 +283,10 @@ async def _base_call(
     tokens = broker.window(model) or DEFAULT_WINDOW_TOKENS
     if broker.window(model) is None:  # unknown model: guard against the assumed window
         broker = Broker(ledger, lambda event: None, windows={model: tokens})
-    context = instance.context
-    text = context if isinstance(context, str) else "\n\n".join(context)
     instruction = task.base_instruction(instance)
     keep = max(0, (tokens - BASE_RESERVE_TOKENS) * CHARS_PER_TOKEN - len(instruction) - 2)
+    text = context_text(instance.context, keep + 1)
+    whole = instance.chars
     for _ in range(BASE_CUT_ATTEMPTS):
         kept = text[:keep]
         prompt = f"{kept}\n\n{instruction}" if kept else instruction
@@ -297,7 +302,9 @@ async def _base_call(
         except PromptTooLong:
             keep = int(keep * BASE_SHRINK)
             continue
-        return reply, min(1.0, keep / max(1, len(text))), ledger.usage()
+        # A table's size is its file's bytes, not its text's: a cut one stays below 100 %.
+        share = 1.0 if len(text) <= keep else min(0.999, keep / max(1, whole))
+        return reply, share, ledger.usage()
     raise ConfigError(f"base: no prompt fit the {tokens}-token window of {model}")
 
 
@@ -329,6 +336,7 @@ def run_base(
         status="ok",
         note=note,
         score=task.score(instance, reply),
+        scores=task.scores(instance, reply),
         answer=_cut(reply),
         expected=_cut(instance.expected),
         root_tokens=usage.total.total_tokens,

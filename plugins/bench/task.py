@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import functools
 import random
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,7 +45,10 @@ class Instance(BaseModel):
     task: str = Field(description="Name of the task that generated it.")
     seed: int = Field(description="Seed it was generated from.")
     size: int = Field(description="Requested size of the context, in tokens.")
-    context: str | list[str] = Field(description="The long input: a text or documents.")
+    context: str | list[str] | dict[str, Path] = Field(
+        description="The long input: a text, documents, or named tables (CSV or Parquet "
+        "files, each loaded as the backend loads a table file)."
+    )
     question: str = Field(description="What the model is asked.")
     expected: Any = Field(description="The gold answer, as the scorer takes it.")
     params: dict[str, Any] = Field(
@@ -99,6 +103,11 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def score(self, instance: Instance, answer: Any) -> float:
         """The score in [0, 1] of ``answer`` (an environment's value or a reply's text)."""
+
+    def scores(self, instance: Instance, answer: Any) -> dict[str, float]:
+        """Every metric the task reports, by name, each in [0, 1] (the record's
+        ``scores``); :meth:`score` is the one the table shows. By default just that one."""
+        return {self.metric: self.score(instance, answer)}
 
     def strategies(self) -> dict[str, Strategy]:
         """Scripted root programs for this task, by name (see
