@@ -27,8 +27,7 @@ def _parquet_csv(path: Path, limit: int) -> tuple[str, int]:
     table = pq.ParquetFile(path)
     # Arrow's CSV writer takes no string views (tpchgen writes them): plain strings instead.
     schema = pa.schema(
-        f.with_type(pa.string()) if f.type == pa.string_view() else f
-        for f in table.schema_arrow
+        f.with_type(pa.string()) if f.type == pa.string_view() else f for f in table.schema_arrow
     )
     out = io.BytesIO()
     header = True
@@ -57,7 +56,8 @@ def _tables_text(tables: Mapping[str, Path], limit: int) -> str:
             break
         read = _parquet_csv if path.suffix.lower() in {".parquet", ".pq"} else _csv_text
         text, rows = read(Path(path), left)
-        part = f"##### table {name} ({rows:,} rows) #####\n{text}"
+        body = text.rstrip("\n")  # tables are separated by one blank line
+        part = f"##### table {name} ({rows:,} rows) #####\n{body}"
         parts.append(part)
         left -= len(part) + 2
     return "\n\n".join(parts)[:limit]
