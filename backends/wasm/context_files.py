@@ -4,17 +4,22 @@ loader reads (:func:`polyrlm.backends.wasm.guest.load_context`).
 
 Kinds, per the design's Python conventions: ``text`` (a ``str``, read back
 exactly: UTF-8, no newline translation), ``json`` (a list of documents, or any
-other JSON value) and ``table`` (a pandas DataFrame, as pandas' table JSON,
-which keeps column types). A dict is named contexts, one file each.
+other JSON value) and ``table`` (a pandas DataFrame, as a folder of column
+files that keep its dtypes, values and index: the format is described in
+:mod:`polyrlm.backends.wasm.table_files`). A dict is named contexts, one
+file (or table folder) each.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from polyrlm.backends.wasm.table_files import write_table
 from polyrlm.contexts import clear_folder
 from polyrlm.errors import ConfigError
 
@@ -27,7 +32,7 @@ MANIFEST_NAME = "manifest.json"
 
 
 def _is_table(value: Any) -> bool:
-    return hasattr(value, "to_json") and hasattr(value, "columns") and hasattr(value, "dtypes")
+    return hasattr(value, "iloc") and hasattr(value, "columns") and hasattr(value, "dtypes")
 
 
 def _write_one(value: Any, folder: Path, stem: str) -> dict[str, str]:
@@ -38,11 +43,13 @@ def _write_one(value: Any, folder: Path, stem: str) -> dict[str, str]:
         (folder / name).write_bytes(value.encode("utf-8", "surrogatepass"))
         return {"kind": "text", "file": name}
     if _is_table(value):
-        name = f"{stem}.table.json"
+        name = f"{stem}.table"
         try:
-            value.to_json(folder / name, orient="table")
-        except ValueError:  # pandas' table JSON needs a unique index
-            value.reset_index(drop=True).to_json(folder / name, orient="table")
+            write_table(value, folder / name)
+        except TypeError as exc:  # a value the guest cannot make
+            raise ConfigError(
+                f"the wasm backend cannot send this table into the sandbox: {exc}"
+            ) from None
         return {"kind": "table", "file": name}
     name = f"{stem}.json"
     try:
@@ -60,15 +67,24 @@ def _write_one(value: Any, folder: Path, stem: str) -> dict[str, str]:
 def write_context(value: Any, folder: Path) -> None:
     """Write ``value`` (already a Python value: see ``load_python_context``)
     into ``folder``, replacing what was there. The folder itself is kept: a
-    running sandbox holds it open as its grant."""
-    clear_folder(folder)
-    manifest: dict[str, Any]
-    if isinstance(value, Mapping):
-        items = []
-        for number, (name, item) in enumerate(value.items()):
-            entry = _write_one(item, folder, f"item{number}")
-            items.append({"name": str(name), **entry})
-        manifest = {"kind": "dict", "items": items}
-    else:
-        manifest = _write_one(value, folder, "context")
-    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, ensure_ascii=True), encoding="ascii")
+    running sandbox holds it open as its grant. The files are made in a
+    folder beside it first, so a value that cannot be sent (a
+    :class:`ConfigError`) leaves the old context whole."""
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder.parent))
+    try:
+        manifest: dict[str, Any]
+        if isinstance(value, Mapping):
+            items = []
+            for number, (name, item) in enumerate(value.items()):
+                entry = _write_one(item, staging, f"item{number}")
+                items.append({"name": str(name), **entry})
+            manifest = {"kind": "dict", "items": items}
+        else:
+            manifest = _write_one(value, staging, "context")
+        text = json.dumps(manifest, ensure_ascii=True)
+        (staging / MANIFEST_NAME).write_text(text, encoding="ascii")
+        clear_folder(folder)
+        for made in staging.iterdir():
+            made.rename(folder / made.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -18,7 +18,10 @@ Limits (``Config``; constants below):
   still running ``kill_margin_s`` (:data:`WASM_KILL_MARGIN_S`) later, stuck
   in C, is stopped by wasmtime's deadline, which ends the session;
 * memory: ``memory_limit_bytes`` (:data:`WASM_MEMORY_LIMIT_BYTES`, 1 GiB) of
-  guest memory; an allocation past it raises ``MemoryError`` in the guest;
+  guest memory; an allocation past it raises ``MemoryError`` in the guest. A
+  table context is loaded from column files
+  (:mod:`polyrlm.backends.wasm.table_files`) in about its own size: TPC-H
+  lineitem at scale factor 0.1 (600,572 rows) takes about 160 MiB;
 * fuel: ``fuel`` instructions per block (None: unmetered), then the session ends;
 * output: ``capture_limit_chars`` kept per block, counted and dropped past it;
   what the block writes to the real stdout and stderr is kept by wasmtime up

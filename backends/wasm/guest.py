@@ -11,7 +11,8 @@ It cannot import polyrlm; what it shares with the other Python backends
 the answer's JSON form, the typed ``llm_query`` and the tool functions) comes
 from :mod:`polyrlm.pycell`, whose source the host ships in first as the
 module ``_polyrlm_pycell``. The sub-call and tool-call functions are in
-:mod:`polyrlm.backends.wasm.guest_calls` (shipped next, as ``_polyrlm_calls``).
+:mod:`polyrlm.backends.wasm.guest_calls` (shipped next, as ``_polyrlm_calls``),
+the table reader in :mod:`polyrlm.backends.wasm.table_files` (as ``_polyrlm_tables``).
 
 How a turn works: the host sends ``_polyrlm.run(code, soft_s, limit)``.
 ``run`` compiles the code, turns on ``sys.monitoring`` JUMP events for the
@@ -43,9 +44,11 @@ from typing import Any
 try:  # in the sandbox: shipped in before this module
     import _polyrlm_calls as calls  # type: ignore[import-not-found]
     import _polyrlm_pycell as pycell  # type: ignore[import-not-found]
+    import _polyrlm_tables as tables  # type: ignore[import-not-found]
 except ImportError:  # on the host (type checks; the host reads RESULT_MARK)
     from polyrlm import pycell
     from polyrlm.backends.wasm import guest_calls as calls
+    from polyrlm.backends.wasm import table_files as tables
 
 ExecTimeout = calls.ExecTimeout
 SubCallError = calls.SubCallError
@@ -134,9 +137,7 @@ def _read(path: str, kind: str) -> Any:
         with open(path, encoding="utf-8", errors="surrogatepass", newline="") as f:
             return f.read()
     if kind == "table":
-        import pandas as pd
-
-        return pd.read_json(path, orient="table")
+        return tables.read_table(path)
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 

@@ -2,8 +2,9 @@
 
 A :class:`Sandbox` opens the session (the compiled module comes from the
 per-user cache after the first time), runs the boot turn (the guest sources
-of :mod:`polyrlm.pycell`, :mod:`polyrlm.backends.wasm.guest_calls` and
-:mod:`polyrlm.backends.wasm.guest` into private modules; the user tools' specs
+of :mod:`polyrlm.pycell`, :mod:`polyrlm.backends.wasm.guest_calls`,
+:mod:`polyrlm.backends.wasm.table_files` and :mod:`polyrlm.backends.wasm.guest`
+into private modules; the user tools' specs
 go in the settings, so every new session makes their functions), loads the granted
 context, and runs the model's blocks, each as one turn that reports one JSON
 result line. The line is handed on as text, unparsed: the environment checks
@@ -60,6 +61,8 @@ _UTF8_BYTES_PER_CHAR = 4
 GUEST_MODULE = "_polyrlm"
 #: The private module of the guest's sub-call functions (guest_calls.py's source).
 CALLS_MODULE = "_polyrlm_calls"
+#: The private module of the guest's table reader (table_files.py's source).
+TABLES_MODULE = "_polyrlm_tables"
 
 
 def _guest_source(name: str) -> str:
@@ -144,6 +147,7 @@ class Sandbox:
         boot = (
             boot_source(PYCELL_MODULE, own_source())  # what the guest imports
             + boot_source(CALLS_MODULE, _guest_source("guest_calls.py"))
+            + boot_source(TABLES_MODULE, _guest_source("table_files.py"))
             + boot_source(GUEST_MODULE, _guest_source("guest.py"))
             + f"__import__({GUEST_MODULE!r}).install({settings!r})\n"
         )
