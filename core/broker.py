@@ -158,12 +158,15 @@ class Broker:
         options: Mapping[str, Any] | None = None,
         cut: Callable[[str], int | None] | None = None,
         stop: Sequence[str] = (),
+        on_text: Callable[[str], None] | None = None,
     ) -> Reply:
         """One model call; returns the whole reply (text and tool calls).
 
         ``cut`` streams the reply and ends it where ``cut(text_so_far)``
         says (the root's first code block); ``stop`` is sent along only where
-        the model takes stop sequences.
+        the model takes stop sequences; ``on_text`` is called with the text so
+        far as each piece arrives, and the reply is streamed even where a
+        stop sequence is sent (pipelined turns, :mod:`polyrlm.pipeline`).
 
         Raises :class:`PromptTooLong` or :class:`SubCallError` (nothing sent),
         :class:`BudgetExhausted` (nothing sent), :class:`ModelCallFailed`.
@@ -224,7 +227,9 @@ class Broker:
         live = _Attempts()
         try:
             async with asyncio.timeout(self.ledger.seconds_left()) as scope:
-                reply = await self._send(model, messages, opts, list(stop), cut, depth, live)
+                reply = await self._send(
+                    model, messages, opts, list(stop), cut, depth, live, on_text
+                )
         except BaseException as exc:
             if live.hold is not None:
                 self.ledger.release(live.hold)
@@ -288,6 +293,7 @@ class Broker:
         cut: Callable[[str], int | None] | None,
         depth: int,
         live: _Attempts,
+        on_text: Callable[[str], None] | None = None,
     ) -> Reply:
         """Send with retries: each attempt gets a concurrency slot and is
         admitted by the ledger (holding its worst case); backoff waits hold
@@ -305,7 +311,9 @@ class Broker:
                     left = self.ledger.seconds_left()
                     limit = timeout if left is None else min(timeout, left)
                     async with asyncio.timeout(limit + CALL_TIMEOUT_SLACK_S):
-                        return await self.provider.complete(model, messages, request, cut, limit)
+                        return await self.provider.complete(
+                            model, messages, request, cut, limit, on_text
+                        )
                 except TimeoutError as exc:
                     if self.ledger.seconds_left() == 0:
                         raise  # the deadline, not the provider: the caller says so

@@ -65,6 +65,13 @@ def _add_run(sub: Any) -> None:
         metavar="FILE",
         help="a JSON Schema file: the answer must validate against it (printed as JSON)",
     )
+    p.add_argument(
+        "--pipeline",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run a block's statements while the root writes it (default: the backend's; "
+        "on for bash)",
+    )
 
 
 #: The Budget field each budget flag sets (``polyrlm run``; ``bench`` uses some).
@@ -247,6 +254,7 @@ def _run(args: argparse.Namespace) -> int:
         log=args.log,
         cache=args.cache or False,
         answer_type=_answer_schema(args.answer_schema),
+        pipeline=args.pipeline,
         **options,
     )
     try:

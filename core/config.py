@@ -34,8 +34,9 @@ __all__ = [
 #: of a model call and the stop reason ``interrupted``; 5 added tool calls
 #: (``tool_called``), typed answers' validation (``answer_set``'s
 #: ``valid`` and ``errors``) and the root's system prompt (the first
-#: ``turn_started``); older files still read.
-SCHEMA_VERSION = 5
+#: ``turn_started``); 6 added the parts of pipelined blocks
+#: (``code_executed``'s ``part`` and ``first_line``); older files still read.
+SCHEMA_VERSION = 6
 
 #: Model options that are credentials: never written to a trajectory, never
 #: part of a request's digest (the same request with another key is the same).

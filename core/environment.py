@@ -27,6 +27,7 @@ from polyrlm.prompts import (
 )
 from polyrlm.pycell import plain_answer
 from polyrlm.records import ExecResult, State
+from polyrlm.statements import python_ready
 from polyrlm.tools import Tool
 
 __all__ = [
@@ -195,6 +196,19 @@ class Environment(abc.ABC):
     sandboxed: ClassVar[bool]
     #: Snippets for the contract test suite.
     contract: ClassVar[ContractSnippets]
+    #: Whether running a block part by part as the root writes it
+    #: (:mod:`polyrlm.pipeline`) gives what running it whole gives in every
+    #: case, a later syntax error included; then pipelining is on by default.
+    pipelines_exactly: ClassVar[bool] = False
+    #: Whether an error in a part of a block keeps its later parts from running
+    #: (as an error ends a Python or SQL block; Bash goes on to the next command).
+    stops_at_error: ClassVar[bool] = True
+    #: What joins the outputs of a pipelined block's parts.
+    part_separator: ClassVar[str] = ""
+    #: Starts of comment lines, which do not show that a pipelined block goes
+    #: on: a block may end with them, and its last statement must then run as
+    #: the block's last part (SQL shows its result, Bash reports its status).
+    comment_prefixes: ClassVar[tuple[str, ...]] = ("#", "--")
 
     class Config(EnvConfig):
         """Options of this backend."""
@@ -221,6 +235,21 @@ class Environment(abc.ABC):
     @abc.abstractmethod
     def execute(self, code: str) -> ExecResult:
         """Run one block; never raises for the code's own errors."""
+
+    def ready_statements(self, code: str) -> int:
+        """Characters at the start of ``code`` (the complete lines, each with
+        its newline, of a block the root is still writing) that are whole
+        top-level statements which may run now; 0: none yet, and by default
+        (nothing is pipelined). Python's are in :class:`PythonGuides`."""
+        return 0
+
+    def execute_part(self, code: str) -> ExecResult:
+        """Run a leading part of a block (statements :meth:`ready_statements`
+        allowed) while the rest is being written: as :meth:`execute`, except
+        that what a block shows only at its end is left out (SQL: the last
+        statement's result). ``code`` is padded with blank lines to keep the
+        block's line numbers. The default is :meth:`execute`."""
+        return self.execute(code)
 
     @abc.abstractmethod
     def read_state(self) -> State:
@@ -258,7 +287,15 @@ class Environment(abc.ABC):
 
 class PythonGuides:
     """For backends whose language is Python (mix in before
-    :class:`Environment`): typed answers and tools shown as Python types."""
+    :class:`Environment`): typed answers and tools shown as Python types,
+    and a block's statements found by :mod:`ast` for pipelined turns."""
+
+    #: A Python part never ends in an expression (polyrlm.statements), so a
+    #: block's last statement may run as a part: comments show it goes on too.
+    comment_prefixes: ClassVar[tuple[str, ...]] = ()
+
+    def ready_statements(self, code: str) -> int:
+        return python_ready(code)
 
     def answer_guide(self, answer_type: AnswerType) -> str:
         return python_answer_guide(answer_type)

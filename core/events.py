@@ -113,6 +113,12 @@ class CodeExecuted(EventBase):
     truncated_chars: int = 0
     timed_out: bool = False
     restarted: bool = False
+    part: int | None = Field(
+        None,
+        description="Pipelined turns: the 1-based part of the block this code is (its "
+        "statements ran as the root wrote them); None: the block ran whole.",
+    )
+    first_line: int = Field(1, description="The block's line this code starts at.")
 
 
 class ToolCalled(EventBase):

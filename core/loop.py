@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from polyrlm.answer_desk import AnswerDesk
 from polyrlm.broker import Broker
-from polyrlm.config import CLOSE_TIMEOUT_S, DEADLINE_GRACE_S
+from polyrlm.config import CLOSE_TIMEOUT_S
 from polyrlm.contexts import check_context, describe_context
 from polyrlm.environment import Environment
 from polyrlm.errors import (
@@ -25,7 +24,7 @@ from polyrlm.errors import (
     PromptTooLong,
     SubCallError,
 )
-from polyrlm.events import CodeExecuted, Event, RunFinished, RunStarted, TurnStarted
+from polyrlm.events import Event, RunFinished, RunStarted, TurnStarted
 from polyrlm.history import REPLY_ROOM_TOKENS, fit_window
 from polyrlm.ledger import Ledger
 from polyrlm.opening import opening
@@ -36,6 +35,7 @@ from polyrlm.parsing import (
     select_blocks,
     xml_call_code,
 )
+from polyrlm.pipeline import Pipeline
 from polyrlm.prompts import (
     FALLBACK_PROMPT,
     NO_CODE_PROMPT,
@@ -46,6 +46,7 @@ from polyrlm.provider import Reply
 from polyrlm.recording import context_record
 from polyrlm.records import ExecResult, Role, StopReason
 from polyrlm.runspec import Outcome, Settings
+from polyrlm.session import BACKSTOP_S, Session, execute_block, partial_answer
 from polyrlm.subcalls import LoopSubCalls
 from polyrlm.threads import bounded, in_thread
 from polyrlm.tool_calls import ToolRunner
@@ -69,28 +70,9 @@ CODE_END_STOP = "\n```\n"
 #: compacted to this fraction of the tokens refused.
 RETRY_WINDOW_FRACTION = 0.7
 
-#: Characters of an environment's own failure (not the code's) shown to the model.
-ENV_FAILURE_CHARS = 2_000
 
-#: Seconds past the deadline after which a run still going is stopped from
-#: outside; with the wait for its block to stop, the partial answer's read
-#: and the closing, it has ended within :data:`~polyrlm.config.DEADLINE_GRACE_S`.
-BACKSTOP_S = DEADLINE_GRACE_S - 2 * CLOSE_TIMEOUT_S
-
-
-@dataclass
-class _Session:
-    env: Environment
-    subcalls: LoopSubCalls
-    answers: AnswerDesk
-    context: Any
-    run_id: str
-    depth: int
-    execs: int = 0
-    #: The native run_code tool, when this root is offered it.
-    tools: list[dict[str, Any]] | None = None
-    #: The block running now (or last), in its thread.
-    running: asyncio.Future[ExecResult] | None = None
+def _no_cut(text: str) -> int | None:
+    return None
 
 
 class Tree:
@@ -110,7 +92,7 @@ class Tree:
         self.emit = emit
         self.tools = tools or ToolRunner(settings.tools, emit, None, ledger.seconds_left)
 
-    def _open(self, subcalls: LoopSubCalls, context: Any) -> Environment:
+    def open_env(self, subcalls: LoopSubCalls, context: Any) -> Environment:
         env = self.settings.backend(subcalls, self.settings.env_config)
         try:
             env.load_context(context)
@@ -136,13 +118,13 @@ class Tree:
         try:
             if depth:  # the root's was checked before its log was opened
                 check_context(context)
-            env = await in_thread(self._open, subcalls, context)
+            env = await in_thread(self.open_env, subcalls, context)
         except ConfigError as exc:
             if depth == 0:
                 raise
             raise SubCallError(f"child RLM could not load its context: {exc}") from exc
         answer_type = self.settings.answer_type if depth == 0 else None
-        s = _Session(
+        s = Session(
             env, subcalls, AnswerDesk(answer_type, self.emit, run_id), context, run_id, depth
         )
         self.emit(
@@ -169,17 +151,17 @@ class Tree:
             async with asyncio.timeout(None if left is None else left + BACKSTOP_S) as scope:
                 outcome, iterations = await self._turns(s, question)
         except BudgetExhausted as exc:
-            outcome = Outcome(await self._partial(s), StopReason(exc.reason), error=str(exc))
+            outcome = Outcome(await partial_answer(s), StopReason(exc.reason), error=str(exc))
         except FatalError as exc:
-            outcome = Outcome(await self._partial(s), StopReason.ERROR, error=str(exc))
+            outcome = Outcome(await partial_answer(s), StopReason.ERROR, error=str(exc))
         except TimeoutError:
             if not scope.expired():
                 raise
             error = str(self.ledger.out_of_time())
-            outcome = Outcome(await self._partial(s), StopReason.MAX_SECONDS, error=error)
+            outcome = Outcome(await partial_answer(s), StopReason.MAX_SECONDS, error=error)
         except asyncio.CancelledError:  # Ctrl-C, SIGTERM, or the block that made this child ended
             outcome = Outcome(
-                await self._partial(s), StopReason.INTERRUPTED, error="the run was interrupted"
+                await partial_answer(s), StopReason.INTERRUPTED, error="the run was interrupted"
             )
             raise
         finally:
@@ -198,10 +180,10 @@ class Tree:
             )
         return outcome
 
-    def _model(self, s: _Session) -> str:
+    def _model(self, s: Session) -> str:
         return self.settings.model if s.depth == 0 else self.settings.child_model
 
-    async def _turns(self, s: _Session, question: str) -> tuple[Outcome, int]:
+    async def _turns(self, s: Session, question: str) -> tuple[Outcome, int]:
         budget = self.settings.budget
         messages, s.tools = await in_thread(
             opening,
@@ -223,9 +205,15 @@ class Tree:
                     run_id=s.run_id, depth=s.depth, iteration=iteration, system_prompt=system
                 )
             )
-            reply = await self._root_call(s, messages)
+            pipeline = self._pipeline(s, iteration)
+            try:
+                reply = await self._root_call(s, messages, pipeline)
+            except Exception:
+                if pipeline is not None:  # parts already running end first
+                    await pipeline.drain()
+                raise
             messages.append(assistant_message(reply))
-            observation, result, tool_results = await self._run_reply(s, reply, iteration)
+            observation, result, tool_results = await self._run_reply(s, reply, iteration, pipeline)
             if result is not None:
                 reason = StopReason.MAX_ITERATIONS if last else StopReason.ANSWERED
                 return Outcome(s.answers.accepted, reason, fallback=last), iteration
@@ -233,11 +221,37 @@ class Tree:
             messages.extend(tool_results)
             if observation or not tool_results:
                 messages.append({"role": "user", "content": observation})
-        partial = await self._partial(s)
+        partial = await partial_answer(s)
         return Outcome(partial, StopReason.MAX_ITERATIONS), budget.max_iterations + 1
 
-    async def _root_call(self, s: _Session, messages: list[dict[str, Any]]) -> Reply:
+    def _pipeline(self, s: Session, iteration: int) -> Pipeline | None:
+        """This turn's pipeline (polyrlm.pipeline), when turns are pipelined
+        (never with the native run_code tool: a reply may carry both)."""
+        if not self.settings.pipelined or s.tools:
+            return None
+
+        async def run(code: str, first_line: int, part: int, last: bool) -> ExecResult:
+            whole = last and part == 1
+            return await execute_block(
+                self, s, code, iteration, None if whole else (part, first_line, last)
+            )
+
+        env = s.env
+        return Pipeline(
+            env.fence_tags,
+            lambda code: s.env.ready_statements(code),
+            run,
+            env.stops_at_error,
+            env.part_separator,
+            env.comment_prefixes,
+        )
+
+    async def _root_call(
+        self, s: Session, messages: list[dict[str, Any]], pipeline: Pipeline | None = None
+    ) -> Reply:
         model, at_code_end = self._model(s), self.settings.stop_at_code_end
+        cut = code_end if at_code_end else (None if pipeline is None else _no_cut)
+
         options = dict(self.settings.root_options)
         if s.tools:
             options.setdefault("tools", s.tools)
@@ -264,8 +278,9 @@ class Tree:
                     # The reply ends after its first code block, for every model: by
                     # the stop sequence where the model takes one, else the stream is
                     # closed there (polyrlm.provider).
-                    cut=code_end if at_code_end else None,
+                    cut=cut,
                     stop=[CODE_END_STOP] if at_code_end else (),
+                    on_text=None if pipeline is None else pipeline.feed,
                 )
             except PromptTooLong as exc:  # the history outgrew what the provider takes
                 # Learn a window below the refused size: later turns fit at once.
@@ -278,7 +293,7 @@ class Tree:
         raise AssertionError("unreachable")
 
     async def _run_tool_calls(
-        self, s: _Session, reply: Reply, iteration: int
+        self, s: Session, reply: Reply, iteration: int
     ) -> tuple[str, ExecResult | None, list[dict[str, Any]]]:
         results: list[dict[str, Any]] = []
         for call in reply.tool_calls:
@@ -286,7 +301,7 @@ class Tree:
             if code is None:
                 results.append(tool_result(call, problem))
                 continue
-            result = await self._execute(s, code, iteration)
+            result = await execute_block(self, s, code, iteration)
             answered, note = s.answers.take(result, s.subcalls.exec_id)
             shown = observation(result, self.settings.budget.max_output_chars)
             results.append(tool_result(call, f"{shown}\n{note}" if note else shown))
@@ -297,7 +312,7 @@ class Tree:
         return "", None, results
 
     async def _run_reply(
-        self, s: _Session, reply: Reply, iteration: int
+        self, s: Session, reply: Reply, iteration: int, pipeline: Pipeline | None = None
     ) -> tuple[str, ExecResult | None, list[dict[str, Any]]]:
         """Run what the reply asks for: its native tool calls, else its fenced
         blocks, else the code of XML-style calls written as prose; returns the
@@ -326,75 +341,18 @@ class Tree:
             return "\n".join(notes), None, []
         parts = []
         for number, block in enumerate(runnable, 1):
-            result = await self._execute(s, block.code, iteration)
+            piped = ""
+            if number == 1 and pipeline is not None and block.tag:  # what the stream followed
+                result, piped = await pipeline.finish(block.code)
+            else:
+                result = await execute_block(self, s, block.code, iteration)
             head = f"[block {number} of {len(runnable)}]\n" if len(runnable) > 1 else ""
             answered, note = s.answers.take(result, s.subcalls.exec_id)
             shown = observation(result, self.settings.budget.max_output_chars)
+            shown = f"{shown}\n{piped}" if piped else shown
             parts.append(head + (f"{shown}\n{note}" if note else shown))
             if answered:
                 return "\n\n".join(parts), result, []
             if self.ledger.exhausted is not None:
                 break
         return "\n\n".join(notes + parts), None, []
-
-    async def _execute(self, s: _Session, code: str, iteration: int) -> ExecResult:
-        s.execs += 1
-        exec_id = f"{s.run_id}-e{s.execs}"
-        s.subcalls.begin(exec_id)
-        self.ledger.executions += 1
-        s.env.deadline = self.ledger.deadline
-        limit, grace = s.env.exec_limit_s(), s.env.config.exec_grace_s
-        if limit < s.env.config.exec_timeout_s:  # the deadline bounds it: less grace
-            grace = min(grace, BACKSTOP_S / 2)
-        try:
-            s.running = asyncio.ensure_future(in_thread(s.env.execute, code))
-            result = await asyncio.wait_for(asyncio.shield(s.running), limit + grace)
-        except TimeoutError:
-            # The environment did not interrupt itself: abandon it, start anew
-            # (unless the run is out of time anyway).
-            s.running = None  # nobody waits for it again
-            await bounded(in_thread(s.env.close), min(CLOSE_TIMEOUT_S, grace))
-            if self.ledger.seconds_left() != 0:
-                s.env = await in_thread(self._open, s.subcalls, s.context)
-            result = ExecResult(
-                error=f"TimeoutError: the block did not stop within {limit + grace:g} s",
-                timed_out=True,
-                restarted=True,
-            )
-        except FatalError:
-            raise
-        except Exception as exc:  # a backend that broke on hostile code: the model's error
-            text = repr(exc)[:ENV_FAILURE_CHARS]
-            result = ExecResult(error=f"the environment failed on this block: {text}")
-        finally:
-            s.subcalls.end()  # its sub-calls still in flight are cancelled
-        self.emit(
-            CodeExecuted(
-                run_id=s.run_id,
-                exec_id=exec_id,
-                iteration=iteration,
-                language=s.env.language,
-                code=code,
-                output=result.output,
-                error=result.error,
-                duration_s=result.duration_s,
-                truncated_chars=result.truncated_chars,
-                timed_out=result.timed_out,
-                restarted=result.restarted,
-            )
-        )
-        return result
-
-    async def _partial(self, s: _Session) -> Any:
-        """The best partial answer: the answer content, ready or not. A block
-        still running (the run was stopped) is given a moment to end first,
-        its sub-calls cancelled: closing an environment under a running block
-        can crash its engine (DuckDB, wasmtime)."""
-        s.subcalls.end("the run has ended")
-        if s.running is not None and not s.running.done():
-            await bounded(asyncio.shield(s.running), CLOSE_TIMEOUT_S / 2)
-        try:
-            state = await asyncio.wait_for(in_thread(s.env.read_state), CLOSE_TIMEOUT_S / 2)
-        except Exception:  # a dead or stuck environment has no partial answer
-            return None
-        return s.answers.partial(state.answer if state.answer not in ("", None) else None)

@@ -265,6 +265,7 @@ class LiteLLM:
         options: Mapping[str, Any],
         cut: Callable[[str], int | None] | None = None,
         timeout_s: float | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> Reply:
         """One request, given up after ``timeout_s`` (default: the broker's
         per-call timeout). With ``cut`` the reply ends at the index ``cut``
@@ -272,10 +273,12 @@ class LiteLLM:
         none) it is streamed and the stream closed there; where it does, the
         model itself stops at the block, and the text is still cut here in
         case it did not (a stop is never the only guard). Either way what lies
-        past the cut is not counted as generated."""
+        past the cut is not counted as generated. With ``on_text`` the reply
+        is streamed even with a stop sequence, and ``on_text`` gets the text
+        so far after every piece."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        if cut is not None and not options.get("stop"):
-            return await self._streamed(model, messages, options, cut, timeout)
+        if cut is not None and (on_text is not None or not options.get("stop")):
+            return await self._streamed(model, messages, options, cut, timeout, on_text)
         response = await self.lm.acompletion(
             model=model,
             messages=messages,
@@ -315,6 +318,7 @@ class LiteLLM:
         options: Mapping[str, Any],
         cut: Callable[[str], int | None],
         limit_s: float,
+        on_text: Callable[[str], None] | None = None,
     ) -> Reply:
         # The usage (cached tokens too) in the stream's last chunk: OpenAI's way,
         # which litellm also honours for the providers it streams itself.
@@ -335,6 +339,8 @@ class LiteLLM:
                 for choice in getattr(chunk, "choices", None) or []:
                     piece = getattr(choice.delta, "content", None) or ""
                     text += piece
+                    if piece and on_text is not None:
+                        on_text(text)
                     _add_tool_deltas(calls, getattr(choice.delta, "tool_calls", None))
                     if "\n" in piece or "\r" in piece:  # a line ended: a fence may have closed
                         at = cut(text)

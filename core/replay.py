@@ -69,6 +69,7 @@ def replay(
         max_concurrency=settings.get("max_concurrency", 1) or 1,
         windows=settings.get("windows"),
         stop_at_code_end=settings.get("stop_at_code_end", True),
+        pipeline=settings.get("pipeline", False),
         code_channel=settings.get("code_channel", "fences"),
         sub_models=settings.get("sub_models") or None,
         tools=[Tool.from_record(t) for t in settings.get("tools") or ()],

@@ -87,6 +87,11 @@ class RLM:
     JSON Schema dict) is the type every completion's answer must have,
     unless :meth:`completion` is given another (see :mod:`polyrlm.answers`).
 
+    ``pipeline`` runs a block's statements while the root is still writing
+    it (:mod:`polyrlm.pipeline`): True, False, or None for the backend's
+    default (on only where it changes nothing, :attr:`Environment.pipelines_exactly`:
+    Bash). It streams every root reply.
+
     ``replay=`` a trajectory (a JSONL path or a list of events) serves every
     model call (and tool call) from that record instead of a provider, and
     ``result.replay`` compares the run with it step by step (see
@@ -113,6 +118,7 @@ class RLM:
         retry_initial_wait_s: float = RETRY_INITIAL_WAIT_S,
         call_timeout_s: float = CALL_TIMEOUT_S,
         stop_at_code_end: bool = True,
+        pipeline: bool | None = None,
         code_channel: str = "auto",
         sub_models: Mapping[str, str] | None = None,
         tools: Sequence[Any] | None = None,
@@ -148,6 +154,7 @@ class RLM:
             root_options=dict(model_options),
             sub_options=dict(sub_model_options if sub_model_options is not None else model_options),
             stop_at_code_end=stop_at_code_end,
+            pipeline=pipeline,
             code_channel=code_channel,
             sub_models=dict(sub_models or {}),
             tools=as_tools(tools),

@@ -34,6 +34,9 @@ class Settings:
     root_options: dict[str, Any] = field(default_factory=dict)
     sub_options: dict[str, Any] = field(default_factory=dict)
     stop_at_code_end: bool = True
+    #: Run a block's statements as the root writes them (polyrlm.pipeline);
+    #: None: the backend's default (its ``pipelines_exactly``).
+    pipeline: bool | None = None
     #: How the root's code reaches the environment: "fences" (fenced blocks,
     #: every model), "tools" (also the native run_code tool), or "auto".
     code_channel: str = "auto"
@@ -61,6 +64,11 @@ class Settings:
             "(or leave model out for the default)"
         )
 
+    @property
+    def pipelined(self) -> bool:
+        """Whether root turns are pipelined on this tree's backend."""
+        return self.backend.pipelines_exactly if self.pipeline is None else self.pipeline
+
     def record(self, broker: Broker) -> dict[str, Any]:
         """What a replay needs to rebuild this tree (JSON values, no credentials)."""
         config = self.env_config
@@ -71,6 +79,7 @@ class Settings:
             "root_options": public_options(self.root_options),
             "sub_options": public_options(self.sub_options),
             "stop_at_code_end": self.stop_at_code_end,
+            "pipeline": self.pipeline,
             "code_channel": self.code_channel,
             "sub_models": self.sub_models,
             "tools": [t.record() for t in self.tools],

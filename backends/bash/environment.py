@@ -84,6 +84,7 @@ from polyrlm.backends.bash.scripts import (
     write_commands,
 )
 from polyrlm.backends.bash.shell import SHELL_STDERR_TAIL_CHARS, RunOutcome, ShellProcess
+from polyrlm.backends.bash.statements import bash_ready
 from polyrlm.backends.bash.tool_commands import check_tool_names
 from polyrlm.bridge import Bridge
 from polyrlm.environment import ContractSnippets, EnvConfig, Environment, SubCalls
@@ -145,6 +146,9 @@ class BashEnvironment(BashGuides, Environment):
     fence_tags: ClassVar[tuple[str, ...]] = ("bash", "sh", "shell")
     sandboxed = SandboxFlag()
     contract: ClassVar[ContractSnippets] = BASH_CONTRACT
+    # Bash runs a block command by command anyway (polyrlm.backends.bash.statements).
+    pipelines_exactly: ClassVar[bool] = True
+    stops_at_error: ClassVar[bool] = False
 
     class Config(SandboxConfig):
         """Options of the bash backend (the caps: :class:`~polyrlm.sandbox.SandboxConfig`)."""
@@ -333,6 +337,9 @@ class BashEnvironment(BashGuides, Environment):
 
     def read_state(self) -> State:
         return self._on_thread(self._read_state)
+
+    def ready_statements(self, code: str) -> int:
+        return bash_ready(code)
 
     def _load_context(self, context: Any) -> None:
         self._stop()

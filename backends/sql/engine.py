@@ -180,7 +180,9 @@ class Engine:
 
     # -- running code --
 
-    def execute(self, code: str, timeout_s: float, limit_chars: int) -> ExecResult:
+    def execute(
+        self, code: str, timeout_s: float, limit_chars: int, show_result: bool = True
+    ) -> ExecResult:
         with self._busy:
             return run_block(
                 self.conn,
@@ -189,6 +191,7 @@ class Engine:
                 code,
                 timeout_s=timeout_s,
                 limit_chars=limit_chars,
+                show_result=show_result,
             )
 
     def state(self) -> State:

@@ -49,6 +49,7 @@ from polyrlm.backends.sql.limits import (
     SQL_WORKER_START_TIMEOUT_S,
 )
 from polyrlm.backends.sql.sources import plan_sources
+from polyrlm.backends.sql.statements import sql_ready
 from polyrlm.backends.sql.typed_guide import sql_answer_guide, sql_tools_guide
 from polyrlm.environment import ContractSnippets, EnvConfig, Environment, SubCalls
 from polyrlm.errors import ConfigError
@@ -90,7 +91,9 @@ class _Database(Protocol):
     """Where the database runs: in the host (:class:`_InHost`) or a worker."""
 
     def load(self, context: Any) -> None: ...
-    def execute(self, code: str, timeout_s: float, limit_chars: int) -> ExecResult: ...
+    def execute(
+        self, code: str, timeout_s: float, limit_chars: int, show_result: bool = True
+    ) -> ExecResult: ...
     def state(self) -> State: ...
     def guide(self, timeout_s: float) -> str: ...
     def close(self) -> None: ...
@@ -105,8 +108,10 @@ class _InHost:
     def load(self, context: Any) -> None:
         self.engine.load(plan_sources(context))
 
-    def execute(self, code: str, timeout_s: float, limit_chars: int) -> ExecResult:
-        return self.engine.execute(code, timeout_s, limit_chars)
+    def execute(
+        self, code: str, timeout_s: float, limit_chars: int, show_result: bool = True
+    ) -> ExecResult:
+        return self.engine.execute(code, timeout_s, limit_chars, show_result)
 
     def state(self) -> State:
         return self.engine.state()
@@ -126,6 +131,8 @@ class SqlEnvironment(Environment):
     fence_tags: ClassVar[tuple[str, ...]] = ("sql", "duckdb")
     sandboxed: ClassVar[bool] = False
     contract: ClassVar[ContractSnippets] = SQL_CONTRACT
+    #: Results of a pipelined block's parts are notes only: one per line.
+    part_separator: ClassVar[str] = "\n"
 
     class Config(EnvConfig):
         """Options of the sql backend."""
@@ -229,6 +236,14 @@ class SqlEnvironment(Environment):
     def execute(self, code: str) -> ExecResult:
         self._ensure_loaded()
         return self.db.execute(code, self.exec_limit_s(), self.config.capture_limit_chars)
+
+    def execute_part(self, code: str) -> ExecResult:
+        self._ensure_loaded()
+        limit = self.config.capture_limit_chars
+        return self.db.execute(code, self.exec_limit_s(), limit, show_result=False)
+
+    def ready_statements(self, code: str) -> int:
+        return sql_ready(code)
 
     def read_state(self) -> State:
         self._ensure_loaded()

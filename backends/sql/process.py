@@ -265,9 +265,12 @@ class WorkerDatabase:
                 f"the DuckDB worker could not be started again: {exc}"
             ) from None
 
-    def execute(self, code: str, timeout_s: float, limit_chars: int) -> ExecResult:
+    def execute(
+        self, code: str, timeout_s: float, limit_chars: int, show_result: bool = True
+    ) -> ExecResult:
         started = time.perf_counter()
         message = {"op": "execute", "code": code, "timeout_s": timeout_s}
+        message["show_result"] = show_result
         with self._lock:
             try:
                 data = self._live().request(

@@ -177,8 +177,11 @@ def run_block(
     *,
     timeout_s: float,
     limit_chars: int,
+    show_result: bool = True,
 ) -> ExecResult:
-    """Run ``code`` on ``conn``; never raises for the SQL's own errors."""
+    """Run ``code`` on ``conn``; never raises for the SQL's own errors.
+    ``show_result=False``: a leading part of a pipelined block, whose last
+    statement's result is not shown (a block shows only its own last one's)."""
     started = time.perf_counter()
     deadline = started + timeout_s
     functions.begin_block()
@@ -230,6 +233,8 @@ def run_block(
             functions.end_statement(True)
             functions.cancelled.clear()  # a timer that fired as the statement ended
             body, cut = shown, left_out
+    if not show_result:
+        body, cut = "", 0
     notes = functions.notes()
     if error is None and not functions.final_called and _FINAL_CALL.search(code):
         notes.append(

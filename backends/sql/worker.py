@@ -161,7 +161,10 @@ def _handle(engine: Any, request: dict[str, Any]) -> Any:
         return None
     if op == "execute":
         result = engine.execute(
-            str(request["code"]), float(request["timeout_s"]), int(request["limit_chars"])
+            str(request["code"]),
+            float(request["timeout_s"]),
+            int(request["limit_chars"]),
+            bool(request.get("show_result", True)),
         )
         return result.model_dump(mode="json")
     if op == "state":  # the answer stays out: the host keeps its own

@@ -92,7 +92,9 @@ class FakeOpenAIServer:
 
     ``responder`` (a function of the request body returning a ``str`` or a ``FakeReply``; it
     sees OpenAI-style ``messages`` for both APIs), ``latency_s`` (before each answer) and
-    ``stream_delay_s`` (before each streamed event that carries content) may change live. The
+    ``stream_delay_s`` (before each streamed event that carries content) may change live;
+    ``latency_for`` (a function of the request body, like ``responder``) gives each request a
+    latency of its own instead of ``latency_s``. The
     first ``fail_first`` requests fail with ``fail_status``, in the error shape of the API asked.
     Every request is recorded in ``calls``. Tokens are counted by hand-checkable rules: words
     of each message + 3; the reply's words + per tool call 1 + the words of its JSON arguments
@@ -131,8 +133,10 @@ class FakeOpenAIServer:
         window_tokens: int | None = None,
         usage_factor: float = 1.0,
         extra_usage_tokens: int = 0,
+        latency_for: Callable[[dict[str, Any]], float] | None = None,
     ) -> None:
         self.responder = responder
+        self.latency_for = latency_for
         self.faults = list(faults)
         self.fault_for = fault_for
         self.window_tokens = window_tokens
@@ -291,7 +295,8 @@ class FakeOpenAIServer:
         if window is not None and prompt > window:
             self._record(replace(seen, status=400, prompt_tokens=prompt))
             return wire.too_long(prompt, window)
-        await asyncio.sleep(self.latency_s)  # non-blocking so concurrent requests overlap
+        # Non-blocking, so concurrent requests overlap.
+        await asyncio.sleep(self.latency_s if self.latency_for is None else self.latency_for(view))
         with self._lock:  # count under the lock: fail exactly fail_first times, even if concurrent
             fail = self._failures_sent < self.fail_first
             self._failures_sent += fail

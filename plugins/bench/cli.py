@@ -14,23 +14,29 @@ __all__ = ["SUITES", "bench_help", "bench_main", "main"]
 SUITES = {
     "perf": "polyrlm.plugins.bench.perf",
     "fanout": "polyrlm.plugins.bench.fanout",
+    "fanout-e2e": "polyrlm.plugins.bench.fanout_e2e",
     "exec": "polyrlm.plugins.bench.exec_overhead",
     "isolation": "polyrlm.plugins.bench.isolation_cost",
     "sql-needle": "polyrlm.plugins.bench.sql_needle",
     "bash-grep": "polyrlm.plugins.bench.bash_grep",
     "wasm-perf": "polyrlm.plugins.bench.wasm_perf",
     "batch": "polyrlm.plugins.bench.batch_speed",
+    "pipelined": "polyrlm.plugins.bench.pipelined",
 }
 
 _SUITES = {
     "perf": "framework performance: fan-out, per-exec overhead, context load and memory, "
     "root prompt size (fake server; offline)",
     "fanout": "llm_batch fan-out against the fake server, beside a bare gather",
+    "fanout-e2e": "fan-out end to end: RLM.completion of a 1,000-prompt block over a 2M-char "
+    "context, beside a bare gather, at 0 s and 1 s latency, per backend",
     "exec": "per-exec overhead of a trivial statement per backend, beside a bare exec",
     "isolation": "what isolation costs: the kernel and bash sandboxed or not, SQL's worker or "
     "not, per exec and at start-up with a context loaded",
     "batch": "RLM.batch: needle runs one after another, on the local pool and on Ray "
     "(fake server at 1 s per call)",
+    "pipelined": "pipelined turns against whole blocks: a streamed 3-statement block whose "
+    "sub-calls take 2 s each, per backend",
 }
 
 

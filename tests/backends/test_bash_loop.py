@@ -32,8 +32,10 @@ def test_partition_map_reduce_with_llm_batch() -> None:
     sub = ScriptedModel(needle_finder)
     result = RLM(root.model, sub.model, backend="bash").completion("code?", haystack())
     assert result.stop_reason == StopReason.ANSWERED and result.answer == "7714-ALPHA"
-    outputs = [e.output for e in result.trajectory if isinstance(e, CodeExecuted)]
-    assert outputs[0] == "10\n7714-ALPHA\n"
+    # The first turn's block ran part by part (bash is pipelined): its outputs, joined.
+    ran = [e for e in result.trajectory if isinstance(e, CodeExecuted) and e.iteration == 1]
+    assert [e.part for e in ran] == [1, 2, 3, 4] and ran[-1].first_line == 4
+    assert "".join(e.output for e in ran) == "10\n7714-ALPHA\n"
     assert len(sub.calls) == 10
     guide = root.calls[0][0]["content"]
     assert "`llm_batch`" in guide and "$CONTEXT" in guide
