@@ -11,6 +11,7 @@ litellm's cost map), and reports every call to the ledger and as an event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -71,9 +72,16 @@ class Broker:
         call_timeout_s: float = CALL_TIMEOUT_S,
         windows: Mapping[str, int] | None = None,
         replay: RecordedCalls | None = None,
+        depth_concurrency: Mapping[int, int] | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        if any(n < 1 for n in (depth_concurrency or {}).values()):
+            raise ValueError("each depth's concurrency must be at least 1")
+        #: Calls in flight at once per depth (0: root calls, 1: their code's
+        #: sub-calls and child roots, ...), each within ``max_concurrency``.
+        self.depth_concurrency: dict[int, int] = dict(depth_concurrency or {})
+        self._depth_sems: dict[int, asyncio.Semaphore] = {}
         self.ledger = ledger
         self.emit = emit
         self.max_concurrency = max_concurrency
@@ -275,6 +283,14 @@ class Broker:
             self.cache.put(digest, (reply.text, pt, ct, list(reply.tool_calls)))
         return reply
 
+    def _depth_slot(self, depth: int) -> contextlib.AbstractAsyncContextManager[Any]:
+        limit = self.depth_concurrency.get(depth)
+        if limit is None:
+            return contextlib.nullcontext()
+        if depth not in self._depth_sems:
+            self._depth_sems[depth] = asyncio.Semaphore(limit)
+        return self._depth_sems[depth]
+
     def _failure_text(self, model: str, exc: BaseException, deadline: bool) -> str:
         if deadline:
             return f"{model}: {DEADLINE_ERROR}"
@@ -303,7 +319,8 @@ class Broker:
         timeout = float(sent.pop("timeout", None) or self.call_timeout_s)
         plan = self.admission.plan(model, messages, sent)
         while True:
-            async with self._sem:
+            # The depth's own slot first: a call waiting for it holds no shared slot.
+            async with self._depth_slot(depth), self._sem:
                 live.hold, request = await self.admission.admit(model, depth, plan, sent)
                 live.attempts += 1
                 started = time.perf_counter()

@@ -67,6 +67,9 @@ def replay(
         child_model=settings.get("child_model"),
         backend_config=settings.get("backend_config"),
         max_concurrency=settings.get("max_concurrency", 1) or 1,
+        max_concurrency_by_depth={
+            int(d): n for d, n in (settings.get("max_concurrency_by_depth") or {}).items()
+        },
         windows=settings.get("windows"),
         stop_at_code_end=settings.get("stop_at_code_end", True),
         pipeline=settings.get("pipeline", False),

@@ -87,6 +87,11 @@ class RLM:
     JSON Schema dict) is the type every completion's answer must have,
     unless :meth:`completion` is given another (see :mod:`polyrlm.answers`).
 
+    ``max_concurrency`` bounds the model calls in flight in the whole tree;
+    ``max_concurrency_by_depth`` (``{1: 16}``) bounds those made at a depth
+    (0: root calls; 1: the sub-calls of the root's code and child roots' own
+    calls; ...) within it.
+
     ``pipeline`` runs a block's statements while the root is still writing
     it (:mod:`polyrlm.pipeline`): True, False, or None for the backend's
     default (on only where it changes nothing, :attr:`Environment.pipelines_exactly`:
@@ -106,6 +111,7 @@ class RLM:
         backend: str = DEFAULT_BACKEND,
         max_depth: int | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_concurrency_by_depth: Mapping[int, int] | None = None,
         budget: Budget | None = None,
         child_model: str | None = None,
         backend_config: EnvConfig | Mapping[str, Any] | None = None,
@@ -133,6 +139,12 @@ class RLM:
         self.budget = Budget.model_validate(budget.model_dump())
         if max_concurrency < 1:
             raise ConfigError("max_concurrency must be at least 1")
+        by_depth = dict(max_concurrency_by_depth or {})
+        if any(not isinstance(d, int) or d < 0 or n < 1 for d, n in by_depth.items()):
+            raise ConfigError(
+                "max_concurrency_by_depth maps a depth (0 or more) to at least 1 call, "
+                f"not {by_depth!r}"
+            )
         if not call_timeout_s > 0:
             raise ConfigError("call_timeout_s must be more than 0 seconds")
         if code_channel not in CODE_CHANNELS:
@@ -161,6 +173,7 @@ class RLM:
             answer_type=as_answer_type(answer_type),
         )
         self.max_concurrency = max_concurrency
+        self.max_concurrency_by_depth = by_depth
         self.cache_dir = (
             None
             if cache is False
@@ -328,6 +341,7 @@ class RLM:
             ledger,
             emit,
             max_concurrency=self.max_concurrency,
+            depth_concurrency=self.max_concurrency_by_depth,
             cache=cache,
             retry_attempts=self.retry_attempts,
             retry_initial_wait_s=self.retry_initial_wait_s,

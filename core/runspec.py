@@ -85,6 +85,7 @@ class Settings:
             "tools": [t.record() for t in self.tools],
             "answer_schema": None if self.answer_type is None else self.answer_type.schema,
             "max_concurrency": broker.max_concurrency,
+            "max_concurrency_by_depth": broker.depth_concurrency,
             "windows": broker.windows,
         }
         result: dict[str, Any] = json.loads(json.dumps(record, default=repr))

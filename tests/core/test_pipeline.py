@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from polyrlm import RLM
+from polyrlm.errors import ConfigError
 from polyrlm.events import CodeExecuted, ModelCalled
 from polyrlm.pipeline import Pipeline, join_results
 from polyrlm.records import ExecResult, Role
@@ -229,3 +230,36 @@ def test_bash_is_pipelined_by_default_and_python_is_not() -> None:
     assert get_registry().get("bash").pipelines_exactly
     assert not get_registry().get("python-inline").pipelines_exactly
     assert not get_registry().get("sql").pipelines_exactly
+
+
+def _peak_sub_calls(by_depth: dict[int, int] | None) -> int:
+    """Most sub-calls of a block's 8 in flight at once (each takes 0.3 s)."""
+    block = '```python\nout = llm_batch([f"p{i}" for i in range(8)])\nFINAL(len(out))\n```'
+    arrivals: list[float] = []
+
+    def respond(body: dict[str, Any]) -> str:
+        return block if body["messages"][0]["role"] == "system" else "ok"
+
+    def latency(body: dict[str, Any]) -> float:
+        if body["messages"][0]["role"] == "system":
+            return 0.0
+        arrivals.append(time.monotonic())
+        return 0.3
+
+    with FakeOpenAIServer(respond, latency_for=latency) as server:
+        result, _ = _run(
+            server, backend="python-inline", max_concurrency=16,
+            max_concurrency_by_depth=by_depth,
+        )  # fmt: skip
+    assert result.answer == 8 and len(arrivals) == 8
+    # In flight at the middle of each call: the calls that arrived less than 0.3 s before.
+    return max(sum(b <= a + 0.15 < b + 0.3 for b in arrivals) for a in arrivals)
+
+
+def test_concurrency_per_depth_bounds_the_sub_calls() -> None:
+    """max_concurrency_by_depth={1: 2}: at most 2 of the block's 8 sub-calls
+    (depth 1) are in flight at once, within the tree's max_concurrency of 16."""
+    assert _peak_sub_calls({1: 2}) == 2
+    assert _peak_sub_calls({0: 1}) == 8  # the root's depth only
+    with pytest.raises(ConfigError, match="max_concurrency_by_depth"):
+        RLM("openai/x", max_concurrency_by_depth={1: 0})
