@@ -204,6 +204,7 @@ def run_strategy(
         root.model,
         sub_model,
         backend=backend,
+        backend_config=task.backend_config(backend, instance),
         budget=Budget(max_iterations=len(blocks)),
         sub_model_options=dict(sub_options or {}),
         log=log,
@@ -259,7 +260,12 @@ def run_rlm(
 ) -> RunRecord:
     """The real loop: ``model`` as the root, ``sub_model`` for sub-calls
     (the settings of :func:`rlm_for`); ``log``: write the trajectory there."""
-    rlm = rlm_for(backend, log=log, **settings)
+    config = task.backend_config(backend, instance)
+    options = {
+        **dict(settings.pop("options", None) or {}),
+        **({"backend_config": config} if config else {}),
+    }
+    rlm = rlm_for(backend, log=log, options=options, **settings)
     started = time.perf_counter()
     result = rlm.completion(rlm_question(instance), instance.context)
     kept = {} if log is None else {"trajectory": str(log)}

@@ -4,7 +4,9 @@
 * exact match after normalisation (OOLONG's label answers, multi-hop);
 * ``0.75 ** |y - y_hat|`` for numeric answers (OOLONG);
 * F1 over the listed pairs (OOLONG-Pairs);
-* the chosen option of a multiple-choice question (CodeQA).
+* the chosen option of a multiple-choice question (CodeQA);
+* HotpotQA's official answer metrics (``hotpot_evaluate_v1.py``): exact match
+  and token F1 after its ``normalize_answer`` (HotpotQA).
 
 Answers come from an environment (a number, a string, a list) or from a base
 model's reply (prose); each scorer accepts both. Scores are in [0, 1].
@@ -13,7 +15,9 @@ model's reply (prose); each scorer accepts both. Scores are in [0, 1].
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,7 +26,12 @@ __all__ = [
     "STRING_MATCH_MAX_CHARS",
     "choice_score",
     "exact_match",
+    "hotpot_answer_text",
+    "hotpot_em",
+    "hotpot_f1",
+    "hotpot_scores",
     "normalize",
+    "normalize_answer",
     "numeric_score",
     "pairs_f1",
     "parse_choice",
@@ -149,3 +158,57 @@ def choice_score(predicted: Any, expected: str, options: dict[str, str] | None =
         matches = [k for k, v in options.items() if normalize(v) == wanted]
         letter = matches[0] if len(matches) == 1 else None
     return float(letter == expected.upper())
+
+
+#: Answers HotpotQA's F1 never gives partial credit: yes/no questions, and "noanswer".
+_HOTPOT_CLOSED = frozenset({"yes", "no", "noanswer"})
+_HOTPOT_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_HOTPOT_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def hotpot_answer_text(value: Any) -> str:
+    """An answer as the text HotpotQA scores: a string as it is; None as "";
+    a bool as "yes" / "no" (an environment's answer to a yes/no question); a
+    list or tuple as its items' texts joined by spaces (every item counts, so
+    listing candidates costs precision instead of passing by its first item);
+    anything else as ``str``."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return " ".join(t for t in (hotpot_answer_text(v) for v in value) if t)
+    return str(value)
+
+
+def normalize_answer(value: Any) -> str:
+    """HotpotQA's ``normalize_answer``: lower case, ASCII punctuation removed,
+    the articles a / an / the removed, whitespace collapsed:
+    ``'The Eiffel-Tower!'`` -> ``'eiffeltower'``."""
+    text = hotpot_answer_text(value).lower().translate(_HOTPOT_PUNCTUATION)
+    return " ".join(_HOTPOT_ARTICLES.sub(" ", text).split())
+
+
+def hotpot_em(predicted: Any, expected: Any) -> float:
+    """HotpotQA's exact match: 1.0 when both normalise to the same text."""
+    return float(normalize_answer(predicted) == normalize_answer(expected))
+
+
+def hotpot_f1(predicted: Any, expected: Any) -> float:
+    """HotpotQA's token F1 over the normalised answers (a token counted as
+    often as it appears in both); 0.0 when either is yes / no / noanswer
+    and they differ, or when they share no token."""
+    guess, gold = normalize_answer(predicted), normalize_answer(expected)
+    if (guess in _HOTPOT_CLOSED or gold in _HOTPOT_CLOSED) and guess != gold:
+        return 0.0
+    guess_tokens, gold_tokens = guess.split(), gold.split()
+    same = sum((Counter(guess_tokens) & Counter(gold_tokens)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(guess_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def hotpot_scores(predicted: Any, expected: Any) -> dict[str, float]:
+    """Both HotpotQA answer metrics: ``{"f1": ..., "em": ...}``."""
+    return {"f1": hotpot_f1(predicted, expected), "em": hotpot_em(predicted, expected)}

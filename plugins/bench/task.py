@@ -114,6 +114,11 @@ class Task(abc.ABC):
         :mod:`polyrlm.plugins.bench.strategy`). Every task gets the generic map-reduce."""
         return {MAP_REDUCE.name: MAP_REDUCE}
 
+    def backend_config(self, backend: str, instance: Instance) -> dict[str, Any] | None:
+        """Backend options this instance needs (e.g. more WASM memory for large
+        tables), passed as ``RLM(backend_config=...)``; None: the defaults."""
+        return None
+
     def base_instruction(self, instance: Instance) -> str:
         """What the ``base`` method appends after the context: the question
         and the answer format the scorer expects (``params["answer_format"]``)."""

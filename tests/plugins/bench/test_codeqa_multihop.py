@@ -138,3 +138,24 @@ def test_multihop_answer_follows_the_facts_in_the_documents(seed: int) -> None:
     assert len(decoys) > len(instance.meta["chain"]) - 1  # decoys name the person too
     assert get_task("multihop").score(instance, f" {entity}. ") == 1.0
     assert get_task("multihop").score(instance, "Someone Else") == 0.0
+
+
+def test_codeqa_context_is_the_installed_library_verbatim() -> None:
+    """Every section of the context is an installed standard-library file,
+    byte for byte as Python decodes it, under its own header."""
+    import hashlib
+    import tokenize
+
+    from polyrlm.plugins.bench.codeqa_source import stdlib_root
+
+    instance = get_task("codeqa").generate(11, 20_000)
+    parts = re.split(r"^##### module (\S+) \(file (\S+)\) #####\n", instance.context, flags=re.M)
+    assert parts[0] == ""
+    sections = list(zip(parts[1::3], parts[2::3], parts[3::3], strict=True))
+    assert [name for name, _, _ in sections] == instance.meta["modules"]
+    for number, (_, path, text) in enumerate(sections, 1):
+        with tokenize.open(stdlib_root() / path) as f:
+            source = f.read()
+        # Sections are joined with one newline: every one but the last ends with it.
+        expected = source if number == len(sections) else source + "\n"
+        assert hashlib.sha256(text.encode()).digest() == hashlib.sha256(expected.encode()).digest()

@@ -13,7 +13,20 @@ from polyrlm.errors import ConfigError
 from polyrlm.plugins.bench.task import Instance, get_task, get_tasks
 
 #: A small size per task (tokens), to keep the tests fast.
-SMALL = {"sniah": 4_000, "oolong": 4_000, "oolong-pairs": 4_000, "codeqa": 8_000, "multihop": 4_000}
+SMALL = {
+    "sniah": 4_000,
+    "oolong": 4_000,
+    "oolong-pairs": 4_000,
+    "codeqa": 8_000,
+    "multihop": 4_000,
+    "hotpotqa": 8_000,
+    "ruler-niah-single": 4_000,
+    "ruler-niah-multikey": 4_000,
+    "ruler-vt": 4_000,
+}
+#: Tasks over real tables (their contexts are files in the bench cache; their
+#: determinism and sizes are tested in test_analyst.py).
+TABLES = {"nycflights", "lahman", "tpch"}
 #: How far a context may be from the requested size.
 TOLERANCE = 0.03
 
@@ -23,7 +36,7 @@ def digest(instance: Instance) -> str:
 
 
 def test_every_builtin_task_is_registered_through_the_hook() -> None:
-    assert set(get_tasks()) == set(SMALL)
+    assert set(get_tasks()) == set(SMALL) | TABLES
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
