@@ -452,3 +452,34 @@ def test_tpch_at_scale_factor_1_gives_wasm_more_memory() -> None:
     }
     assert task.backend_config("wasm", at(27_000_000)) is None
     assert task.backend_config("sql", at(280_000_000)) is None
+
+
+#: TPC-H at SF 0.01 as the pinned tpchgen-cli 4.0.0 makes it: per table, the
+#: rows, the sum of the first key and the characters of the comment column.
+TPCH_SF001_FINGERPRINT = {
+    "lineitem": (60_175, 1_802_759_573, 1_598_371),
+    "orders": (15_000, 449_872_500, 727_364),
+    "customer": (1_500, 1_125_750, 109_800),
+    "part": (2_000, 2_001_000, 27_173),
+    "partsupp": (8_000, 8_004_000, 992_530),
+    "supplier": (100, 5_050, 6_115),
+    "nation": (25, 300, 1_857),
+    "region": (5, 10, 330),
+}
+
+
+def test_tpch_data_is_what_the_pinned_generator_makes() -> None:
+    """A changed generator (or a changed conversion to Parquet) fails here:
+    the generated data is pinned as the packaged files are by their digests."""
+    import duckdb
+
+    paths = tables_data.tpch_tables(0.01)
+    for table, (rows, keys, chars) in TPCH_SF001_FINGERPRINT.items():
+        # Every TPC-H table starts with its key and ends with its comment.
+        columns = [r[0] for r in duckdb.sql(f"DESCRIBE SELECT * FROM '{paths[table]}'").fetchall()]
+        first, last = columns[0], columns[-1]
+        got = duckdb.sql(
+            f"SELECT count(*), sum({first})::BIGINT, sum(length({last}))::BIGINT "
+            f"FROM '{paths[table]}'"
+        ).fetchall()[0]
+        assert got == (rows, keys, chars), table
