@@ -41,6 +41,7 @@ from polyrlm.backends.python.kernel_io import (
     cap_sockets,
     run_cell,
     unwatch_sockets,
+    wait_ready,
     watch_sockets,
 )
 from polyrlm.backends.python.kernel_launch import (
@@ -193,7 +194,7 @@ class KernelPythonEnvironment(PythonGuides, Environment):
         self.kc.start_channels()
         self._monitors = watch_sockets(self.kc)
         try:
-            self.kc.wait_for_ready(timeout=cfg.start_timeout_s)
+            wait_ready(self.kc, cfg.start_timeout_s, self._alive)
         except RuntimeError as exc:
             if self.is_sandboxed:
                 raise BackendUnavailable(
