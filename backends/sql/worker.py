@@ -16,10 +16,16 @@ Requests (``op``): the first one carries the settings; then ``load`` (a
 context plan, see :mod:`polyrlm.backends.sql.transfer`, and the memory
 cap), ``execute``, ``state``, ``guide``. Replies: ``{"ok": ...}`` or
 ``{"error": type, "message": text}``.
+
+pandas is kept out (:data:`KEPT_OUT`): nothing here needs it (a DataFrame
+context becomes Arrow on the host), but pyarrow imports it whenever
+installed, to check whether an array's or scalar's input is a pandas
+object, which was a quarter of a second of every SQL environment's start.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import json
 import os
 import queue
@@ -32,6 +38,20 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from polyrlm.backends.sql.limits import SQL_ERROR_MAX_CHARS, cut_text
+
+#: Modules this process never imports: an ``import`` of one raises
+#: ImportError, which pyarrow and DuckDB take as "not installed".
+KEPT_OUT = ("pandas",)
+
+
+class _KeepOut(importlib.abc.MetaPathFinder):
+    """Refuses the modules of :data:`KEPT_OUT` (``sys.modules[name] = None``
+    would not do: Cython code, pyarrow's, then imports None)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name.partition(".")[0] in KEPT_OUT:
+            raise ModuleNotFoundError(f"{name} is kept out of the DuckDB worker", name=name)
+        return None
 
 __all__ = ["FRAME_HEADER", "BridgeSubCalls", "main", "recv_frame", "send_frame"]
 
@@ -176,6 +196,7 @@ def _handle(engine: Any, request: dict[str, Any]) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
+    sys.meta_path.insert(0, _KeepOut())
     sock = socket.socket(fileno=int(args[0]))
     init = recv_frame(sock, 2**20)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash writes no GBs of core

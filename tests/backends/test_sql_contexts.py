@@ -75,6 +75,20 @@ def test_text_round_trips_and_length_formula(text: str) -> None:
         assert joined == [(text,)]
 
 
+def test_the_worker_never_imports_pandas() -> None:
+    # pyarrow would import it (a quarter second of every completion's start).
+    env = SqlEnvironment(EchoSubCalls(), SqlEnvironment.Config())
+    try:
+        env.load_context("alpha\nbeta\n")
+        result = env.execute("SELECT final(count(*) || ' ' || max(llm(text))) FROM context;")
+        assert result.error is None, result.error
+        worker = env.db.worker  # type: ignore[attr-defined]
+        maps = Path(f"/proc/{worker.process.pid}/maps").read_text()
+        assert "pandas" not in maps, "the DuckDB worker loaded pandas"
+    finally:
+        env.close()
+
+
 def test_lone_surrogates_keep_the_length(make: Any) -> None:
     text = "a\udc80b\nc"
     env = make(text)
