@@ -184,14 +184,25 @@ def _json_argument(text: str, what: str) -> Any:
         raise SubCallError(f"{what} must be JSON, not {text[:80]!r}") from None
 
 
+#: ``llm PROMPT`` with nothing (or only blanks) on stdin fails with this.
+NO_INPUT_ERROR = (
+    "llm: no text came on stdin, so the sub-model would only guess. Pipe in the text to "
+    'read, e.g. grep -i "word" "$CONTEXT" | llm "What is ...?" (a pipe that finds nothing '
+    "sends nothing); to ask with no text, say llm --no-input PROMPT"
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``llm [--schema JSON] PROMPT`` (stdin, when piped, is appended),
+    """``llm [--schema JSON] [--no-input] PROMPT`` (the text to read on stdin,
+    appended after a blank line; without ``--no-input`` an empty stdin is an
+    error, :data:`NO_INPUT_ERROR`),
     ``llm_batch`` (a JSON string per input line, a JSON string per output
     line), ``rlm PROMPT [FILE]``, ``tool NAME [JSON]`` (the result as JSON)."""
     args = sys.argv[1:] if argv is None else argv
     if not args:
         print(
-            "usage: llm [--schema JSON] PROMPT | llm_batch | rlm PROMPT [FILE] | tool NAME [JSON]",
+            "usage: llm [--schema JSON] [--no-input] PROMPT | llm_batch | rlm PROMPT [FILE] | "
+            "tool NAME [JSON]",
             file=sys.stderr,
         )
         return 2
@@ -204,9 +215,13 @@ def main(argv: list[str] | None = None) -> int:
                     _json_argument(rest[1] if len(rest) > 1 else "", "--schema"),
                     rest[2:],
                 )
-            prompt = " ".join(rest)
-            # Empty stdin (/dev/null, as a shell block's stdin is) adds nothing.
-            piped = "" if sys.stdin.isatty() else sys.stdin.read()
+            alone = rest[:1] == ["--no-input"]
+            prompt = " ".join(rest[1:] if alone else rest)
+            piped = "" if alone or sys.stdin.isatty() else sys.stdin.read()
+            if not alone and not piped.strip():
+                # Asked about text that never came (an empty grep, no pipe at
+                # all): the sub-model would only guess, and be believed.
+                raise SubCallError(NO_INPUT_ERROR)
             if piped:
                 prompt = f"{prompt}\n\n{piped}" if prompt else piped
             reply = llm_query(prompt, schema=schema)

@@ -35,13 +35,22 @@ from polyrlm.recorded_calls import DEADLINE_ERROR, RecordedCalls, serve_recorded
 from polyrlm.records import Role
 from polyrlm.retries import backoff_s, retry_after_s, wait_problem
 
-__all__ = ["Broker", "RecordedCalls"]  # (RecordedCalls re-exported)
+__all__ = ["EMPTY_PROMPT_ERROR", "Broker", "RecordedCalls"]  # (RecordedCalls re-exported)
 
 Messages = list[dict[str, Any]]
 
 #: Seconds past a request's own timeout (the one litellm is given) after
 #: which the broker gives up on it itself: a stream that stalls mid-reply.
 CALL_TIMEOUT_SLACK_S = 5.0
+
+
+#: A sub-call whose prompt is empty or blank is refused with this, unsent: a
+#: model given no text can only guess, and a small root takes the guess as
+#: the answer (``llm "What is the code?"`` with nothing piped in).
+EMPTY_PROMPT_ERROR = (
+    "the prompt is empty: nothing was sent (a sub-model given no text can only guess); "
+    "put the text it should read into the prompt"
+)
 
 
 class _NoReply(Exception):
@@ -176,14 +185,17 @@ class Broker:
         far as each piece arrives, and the reply is streamed even where a
         stop sequence is sent (pipelined turns, :mod:`polyrlm.pipeline`).
 
-        Raises :class:`PromptTooLong` or :class:`SubCallError` (nothing sent),
+        Raises :class:`PromptTooLong` or :class:`SubCallError` (nothing sent;
+        also for a sub-call with an empty prompt, :data:`EMPTY_PROMPT_ERROR`),
         :class:`BudgetExhausted` (nothing sent), :class:`ModelCallFailed`.
         """
         opts = dict(options or {})
+        shown = message_text(messages[-1]) if messages else ""
+        if role is Role.SUB and not shown.strip():
+            raise SubCallError(EMPTY_PROMPT_ERROR)
         self._guard(model, messages)
         digest = request_digest(model, messages, opts)
         call_id = f"c{next(self._ids)}"
-        shown = message_text(messages[-1]) if messages else ""
 
         def report(text: str | None, pt: int = 0, ct: int = 0, **extra: Any) -> None:
             self.emit(

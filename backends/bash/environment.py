@@ -121,7 +121,7 @@ BASH_CONTRACT = ContractSnippets(
     context_length='wc -m < "$CONTEXT"',
     set_answer="final 42",
     fail="echo boom >&2; false",
-    llm_query="llm ping",
+    llm_query="llm --no-input ping",
     llm_batch='printf \'"a"\\n"b"\\n"c"\\n\' | llm_batch | from_json | paste -sd, -',
     loop_forever="while true; do :; done",
     flood="yes | head -c 10000000",
@@ -130,7 +130,7 @@ BASH_CONTRACT = ContractSnippets(
     call_tool="""area '{"width": 6, "height": 7}' | final""",
     # sed, not jq: jq may be missing in the sandbox.
     typed_llm_query=(
-        """llm --schema '{"type": "object"}' ping"""
+        """llm --schema '{"type": "object"}' --no-input ping"""
         r""" | sed -n 's/.*"echo": *"\([^"]*\)".*/\1/p'"""
     ),
 )

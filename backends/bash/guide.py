@@ -32,8 +32,9 @@ The context ({hint}), read-only:
 - `$CONTEXT_DIR`: the folder of the context's files. Never print the context whole.
 {sandbox}
 Commands:
-- `llm PROMPT`: ask a sub-model; its reply goes to stdout. Text piped in is appended to
-  the prompt after a blank line: `head -c 50000 "$CONTEXT" | llm "List the people named:"`.
+- `llm PROMPT`: ask a sub-model about the text piped in (appended to the prompt after a
+  blank line); its reply goes to stdout: `head -c 50000 "$CONTEXT" | llm "List the people
+  named:"`. With nothing on stdin it fails (`llm --no-input PROMPT` asks with no text).
   The sub-model is strong and has a large window (hand it up to ~100,000 characters at
   once), but each call costs time and money: prefer few large, focused prompts.
   `llm --schema SCHEMA PROMPT` is a typed call: SCHEMA is a JSON Schema (an object, in

@@ -195,8 +195,12 @@ class _Calls(EchoSubCalls):
 def test_sub_model_commands(make: Make) -> None:
     calls = _Calls()
     env = make("the context", subcalls=calls)
-    assert env.execute("llm ping").output == "re:ping\n"
+    assert env.execute("llm --no-input ping").output == "re:ping\n"
     assert env.execute("echo body | llm 'head:'").output == "re:head:\n\nbody\n\n"
+    assert calls.prompts == ["ping", "head:\n\nbody\n"]
+    for empty in ("llm 'What is the code?'", "grep -F nowhere \"$CONTEXT\" | llm 'The code?'"):
+        asked = env.execute(empty)  # nothing to read: refused, nothing sent
+        assert "no text came on stdin" in asked.output + (asked.error or ""), asked
     assert calls.prompts == ["ping", "head:\n\nbody\n"]
     batch = env.execute("printf 'a\\nbad\\n\"c\"\\n' | to_json | llm_batch | from_json")
     assert batch.output.splitlines() == ["ok:a", "[sub-call failed: no]", 'ok:"c"']
@@ -204,7 +208,7 @@ def test_sub_model_commands(make: Make) -> None:
     assert odd.output == "ok:a\rb\u2028c\n"  # one line in, one item: only \n ends a line
     child = env.execute('rlm "summarise" "$CONTEXT"')
     assert child.output == "re:summarise\n"
-    failed = env.execute("llm fail")
+    failed = env.execute("llm --no-input fail")
     assert failed.error is not None and "asked to fail" in failed.error
     bad = env.execute("echo not-json | llm_batch")
     assert bad.error is not None and "not a JSON string" in bad.error

@@ -178,11 +178,11 @@ def test_typed_llm_prints_json_and_sends_the_schema(make: Make) -> None:
     assert json.loads(result.output) == {"echo": "re:head:\n\nbody\n"}
     assert result.output.count("\n") == 1
     assert calls.schemas == [schema]
-    plain = env.execute("llm ping")
+    plain = env.execute("llm --no-input ping")
     assert plain.output == "re:ping\n" and calls.schemas[-1] is None
     bad = env.execute("llm --schema 'not json' ping")
     assert bad.error is not None and "--schema must be JSON" in bad.error
-    listed = env.execute("llm --schema '[1]' ping")
+    listed = env.execute("llm --schema '[1]' --no-input ping")
     assert listed.error is not None and "schema" in listed.error
 
 

@@ -11,7 +11,7 @@ import pytest
 from polyrlm.broker import Broker
 from polyrlm.cache import ResponseCache
 from polyrlm.environment import SubCallFailure
-from polyrlm.errors import ModelCallFailed, PromptTooLong
+from polyrlm.errors import ModelCallFailed, PromptTooLong, SubCallError
 from polyrlm.events import Event, ModelCalled
 from polyrlm.ledger import Ledger
 from polyrlm.records import Budget, Role
@@ -130,6 +130,18 @@ def test_prompt_guard_refuses_before_sending() -> None:
     out = run(broker.batch(["word " * 5_000, "short"], model=model.model, depth=1, run_id="r"))
     assert isinstance(out[0], SubCallFailure) and "window" in out[0]
     assert out[1] == "never sent"
+
+
+def test_an_empty_sub_call_prompt_is_refused_unsent() -> None:
+    model = ScriptedModel(["sent"])
+    broker, events = make_broker()
+    for blank in ("", " \n\t"):
+        with pytest.raises(SubCallError, match="the prompt is empty"):
+            ask(broker, model.model, blank)
+    out = run(broker.batch(["", "short"], model=model.model, depth=1, run_id="r"))
+    assert isinstance(out[0], SubCallFailure) and "the prompt is empty" in out[0]
+    assert out[1] == "sent" and len(model.calls) == 1
+    assert sum(isinstance(e, ModelCalled) for e in events) == 1
 
 
 def test_prompt_guard_uses_litellm_window() -> None:

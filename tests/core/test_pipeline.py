@@ -209,7 +209,7 @@ def test_sql_and_bash_blocks_give_what_they_give_whole(backend: str) -> None:
     blocks = {
         "sql": "```sql\nCREATE TABLE t AS SELECT llm('one') AS v;\nSELECT 41;\n"
         "SELECT final((SELECT v FROM t));\n```",
-        "bash": '```bash\na=$(llm "one")\nfalse\necho "status $?"\nf() { echo "in f $1"; }\n'
+        "bash": '```bash\na=$(llm --no-input "one")\nfalse\necho "status $?"\nf() { echo "in f $1"; }\n'
         'f x\nfinal "$a"\n```',
     }
     outcomes = []

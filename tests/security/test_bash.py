@@ -61,7 +61,7 @@ class Shell(Seen):
 
     def works(self) -> bool:
         """A normal block right after: the context, a sub-call, a file."""
-        result = self.run('wc -c < "$CONTEXT"; llm ping; echo x > ok.txt && cat ok.txt')
+        result = self.run('wc -c < "$CONTEXT"; llm --no-input ping; echo x > ok.txt && cat ok.txt')
         return result.error is None and result.output.endswith("re:ping\nx\n")
 
 
