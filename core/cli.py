@@ -25,6 +25,7 @@ from polyrlm.errors import ConfigError, Interrupted, PolyrlmError
 from polyrlm.provider import use_local_price_list
 from polyrlm.records import Budget, StopReason
 from polyrlm.result import Result
+from polyrlm.spares import SPARES_ENV
 
 __all__ = ["BUDGET_FLAGS", "budget_from_flags", "main"]
 
@@ -235,6 +236,7 @@ def _run(args: argparse.Namespace) -> int:
     from polyrlm.rlm import RLM
 
     _check_run_args(args)
+    os.environ.setdefault(SPARES_ENV, "0")  # one run per process: a spare would be wasted
     if not args.model:
         raise PolyrlmError(f"no model: pass --model or set ${MODEL_ENV}")
     options: dict[str, Any] = {}

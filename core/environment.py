@@ -220,6 +220,13 @@ class Environment(abc.ABC):
         #: ``max_seconds``), set by the core; None: no deadline.
         self.deadline: float | None = None
 
+    @classmethod
+    def keeps_spare(cls, config: EnvConfig) -> bool:
+        """Whether the core keeps one environment of this kind started ahead
+        for the next run (:mod:`polyrlm.spares`): worth it where starting one
+        takes long (a process, its imports). No by default."""
+        return False
+
     def exec_limit_s(self) -> float:
         """Seconds the next block may run: ``exec_timeout_s``, or less when
         the run's deadline is nearer. Backends interrupt a block after this."""

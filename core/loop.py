@@ -39,6 +39,7 @@ from polyrlm.pipeline import Pipeline
 from polyrlm.prompts import (
     FALLBACK_PROMPT,
     NO_CODE_PROMPT,
+    REPEATED_BLOCK_NOTE,
     RUN_CODE_TOOL,
     XML_CALL_NOTE,
 )
@@ -47,6 +48,7 @@ from polyrlm.recording import context_record
 from polyrlm.records import ExecResult, Role, StopReason
 from polyrlm.runspec import Outcome, Settings
 from polyrlm.session import BACKSTOP_S, Session, execute_block, partial_answer
+from polyrlm.spares import open_environment
 from polyrlm.subcalls import LoopSubCalls
 from polyrlm.threads import bounded, in_thread
 from polyrlm.tool_calls import ToolRunner
@@ -93,7 +95,7 @@ class Tree:
         self.tools = tools or ToolRunner(settings.tools, emit, None, ledger.seconds_left)
 
     def open_env(self, subcalls: LoopSubCalls, context: Any) -> Environment:
-        env = self.settings.backend(subcalls, self.settings.env_config)
+        env = open_environment(self.settings.backend, subcalls, self.settings.env_config)
         try:
             env.load_context(context)
         except BaseException:
@@ -236,6 +238,9 @@ class Tree:
                 self, s, code, iteration, None if whole else (part, first_line, last)
             )
 
+        def holds(prefix: str) -> bool:  # the last block again, perhaps: not run yet
+            return s.last_block is not None and (s.last_block[0] + "\n").startswith(prefix.strip())
+
         env = s.env
         return Pipeline(
             env.fence_tags,
@@ -244,6 +249,7 @@ class Tree:
             env.stops_at_error,
             env.part_separator,
             env.comment_prefixes,
+            holds,
         )
 
     async def _root_call(
@@ -301,7 +307,12 @@ class Tree:
             if code is None:
                 results.append(tool_result(call, problem))
                 continue
+            if self._repeats(s, code, None):
+                assert s.last_block is not None
+                results.append(tool_result(call, REPEATED_BLOCK_NOTE.format(turn=s.last_block[1])))
+                continue
             result = await execute_block(self, s, code, iteration)
+            s.last_block = (code.strip(), iteration)
             answered, note = s.answers.take(result, s.subcalls.exec_id)
             shown = observation(result, self.settings.budget.max_output_chars)
             results.append(tool_result(call, f"{shown}\n{note}" if note else shown))
@@ -310,6 +321,15 @@ class Tree:
             if self.ledger.exhausted is not None:
                 break
         return "", None, results
+
+    @staticmethod
+    def _repeats(s: Session, code: str, pipeline: Pipeline | None) -> bool:
+        """Whether ``code`` is the block that ran last, nothing of it run yet:
+        a small model may send the same block turn after turn, and its
+        output would not change (nothing ran in between)."""
+        if s.last_block is None or code.strip() != s.last_block[0]:
+            return False
+        return pipeline is None or not pipeline.parts
 
     async def _run_reply(
         self, s: Session, reply: Reply, iteration: int, pipeline: Pipeline | None = None
@@ -341,12 +361,19 @@ class Tree:
             return "\n".join(notes), None, []
         parts = []
         for number, block in enumerate(runnable, 1):
+            head = f"[block {number} of {len(runnable)}]\n" if len(runnable) > 1 else ""
+            followed = number == 1 and pipeline is not None and bool(block.tag)
+            if self._repeats(s, block.code, pipeline if followed else None):
+                assert s.last_block is not None
+                parts.append(head + REPEATED_BLOCK_NOTE.format(turn=s.last_block[1]))
+                continue
             piped = ""
-            if number == 1 and pipeline is not None and block.tag:  # what the stream followed
+            if followed:  # what the stream followed
+                assert pipeline is not None
                 result, piped = await pipeline.finish(block.code)
             else:
                 result = await execute_block(self, s, block.code, iteration)
-            head = f"[block {number} of {len(runnable)}]\n" if len(runnable) > 1 else ""
+            s.last_block = (block.code.strip(), iteration)
             answered, note = s.answers.take(result, s.subcalls.exec_id)
             shown = observation(result, self.settings.budget.max_output_chars)
             shown = f"{shown}\n{piped}" if piped else shown

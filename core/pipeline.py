@@ -34,6 +34,9 @@ What can differ from running the block whole, and what happens then:
   Nothing more of the first attempt runs; its parts stay run, the model is
   told exactly which lines ran, and the new reply's block runs whole.
 * **Time limits** apply to each part, as to a block (``exec_timeout_s``).
+* **A block that repeats the last one** is not run again (see
+  :mod:`polyrlm.loop`): while the block so far is the start of the last
+  block, no part of it is handed over.
 """
 
 from __future__ import annotations
@@ -91,6 +94,10 @@ class Pipeline:
     separator: str = ""
     #: Starts of comment lines (:attr:`Environment.comment_prefixes`).
     comments: tuple[str, ...] = ()
+    #: Whether to hold the statements back while the block so far is this
+    #: prefix (the start of the block run last: it may be run again, which
+    #: the loop does not do).
+    holds: Callable[[str], bool] | None = None
     parts: list[Part] = field(default_factory=list)
     #: The reply so far (its complete lines), and its block's complete lines.
     _text: str = ""
@@ -165,6 +172,8 @@ class Pipeline:
     def _hand_ready(self, code: str) -> None:
         if self._boundaries and self._boundaries[-1] > self._handed:
             go = self._boundaries[-1]
+            if self.holds is not None and self.holds(code[:go]):
+                return
             self._hand(code[self._handed : go], code[: self._handed].count("\n") + 1)
             self._handed = go
 

@@ -16,6 +16,7 @@ __all__ = [
     "ANSWER_STILL_INVALID_NOTE",
     "FALLBACK_PROMPT",
     "NO_CODE_PROMPT",
+    "REPEATED_BLOCK_NOTE",
     "RUN_CODE_TOOL",
     "TOOL_CHANNEL_NOTE",
     "XML_CALL_NOTE",
@@ -125,6 +126,13 @@ NO_CODE_PROMPT = (
     "No runnable code block was found in your reply, so nothing ran. Write your code in a "
     "fenced block tagged {tags} (for example ```{tag} ... ```), and stop after the block. "
     "Tool-call or XML syntax does not run here."
+)
+
+#: Said instead of running a block identical to the one run just before it.
+REPEATED_BLOCK_NOTE = (
+    "Not run: this block is the same as the one you ran in turn {turn}, with nothing run "
+    "since, so its output would be the same as then (above). Use that output: if it holds "
+    "the answer, set the answer now; if not, write different code."
 )
 
 ANSWER_INVALID_NOTE = (

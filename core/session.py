@@ -63,6 +63,8 @@ class Session:
     tools: list[dict[str, Any]] | None = None
     #: The block running now (or last), in its thread.
     running: asyncio.Future[ExecResult] | None = None
+    #: The last block that ran whole (its code, stripped) and its turn.
+    last_block: tuple[str, int] | None = None
 
 
 async def execute_block(

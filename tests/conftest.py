@@ -13,9 +13,13 @@ import pytest
 from polyrlm.events import RunFinished, RunStarted
 from polyrlm.hookspecs import hookimpl
 from polyrlm.registry import plugin_manager
+from polyrlm.spares import close_spares
 
 # Before litellm is imported anywhere: it would fetch a price list otherwise.
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+# No spare environments (polyrlm.spares) but in the tests of them: a spare per
+# configuration, started behind each run, would cost the suite a core.
+os.environ["POLYRLM_SPARES"] = "0"
 for _key in ("OPENAI_API_KEY", "OPENAI_API_BASE", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY"):
     os.environ.pop(_key, None)
 
@@ -61,6 +65,7 @@ def no_leaked_processes_or_files() -> Iterator[None]:
     before = {p for p in tmp.iterdir() if p.name.startswith(LEAK_PREFIXES)}
     children = _children()
     yield
+    close_spares()
     left = {p for p in tmp.iterdir() if p.name.startswith(LEAK_PREFIXES)} - before
     assert not left, f"temporary directories left behind: {sorted(map(str, left))}"
     alive = _children() - children

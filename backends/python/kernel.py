@@ -149,6 +149,10 @@ class KernelPythonEnvironment(PythonGuides, Environment):
             self.close()
             raise
 
+    @classmethod
+    def keeps_spare(cls, config: EnvConfig) -> bool:
+        return True  # a kernel takes 0.4-0.5 s to start (polyrlm.spares)
+
     def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return self._pool.submit(fn, *args).result()
 

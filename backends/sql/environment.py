@@ -180,6 +180,11 @@ class SqlEnvironment(Environment):
 
     config: Config
 
+    @classmethod
+    def keeps_spare(cls, config: EnvConfig) -> bool:
+        # The worker takes 0.4-0.5 s to start (polyrlm.spares); in the host, nothing.
+        return bool(getattr(config, "worker", True))
+
     def __init__(self, subcalls: SubCalls, config: EnvConfig | None = None) -> None:
         super().__init__(subcalls, config)
         load_duckdb()  # a clear error here, before any process starts

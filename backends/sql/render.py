@@ -3,8 +3,10 @@
 A result is streamed in Arrow batches, so a query of millions of rows never
 sits in memory: the first :data:`ROWS_HEAD` and last :data:`ROWS_TAIL` rows
 are kept and the rest only counted. Cells are cut at :data:`CELL_CHARS`
-(newlines shown as ``\\n``) unless the result is a single value, which is
-shown whole, as it is (so a model can read a chunk of text it selected).
+(newlines shown as ``\\n``), at :data:`FEW_ROWS_CELL_CHARS` in a result of
+at most :data:`FEW_ROWS` rows (a search's few hits are read whole), and a
+single value is shown whole, as it is (so a model can read a chunk of text
+it selected).
 
 No cell becomes a Python object bigger than what can be shown: strings and
 blobs are cut inside Arrow first (to ``CELL_CHARS`` + 1 characters, or to
@@ -27,6 +29,8 @@ from typing import Any
 __all__ = [
     "CELL_CHARS",
     "FETCH_BATCH_ROWS",
+    "FEW_ROWS",
+    "FEW_ROWS_CELL_CHARS",
     "NESTED_CELL_MAX_BYTES",
     "ROWS_HEAD",
     "ROWS_TAIL",
@@ -46,6 +50,11 @@ ROWS_HEAD = 30
 ROWS_TAIL = 10
 #: Characters a cell shows in a result of more than one value.
 CELL_CHARS = 200
+#: A result of at most this many rows shows its cells up to FEW_ROWS_CELL_CHARS:
+#: the line a search found is seen whole, not cut before the part that matched.
+FEW_ROWS = 5
+#: Characters a cell shows in a result of at most FEW_ROWS rows.
+FEW_ROWS_CELL_CHARS = 2_000
 #: Rows per Arrow batch when a result is streamed.
 FETCH_BATCH_ROWS = 10_000
 #: Bytes of a nested or binary-view cell (list, struct, map) turned into
@@ -146,7 +155,9 @@ def collect(reader: Any, value_chars: int = CELL_CHARS) -> Collected:
             out.first_cut = max(_chars(batch.column(0)) - value_chars - 1, 0)
         if len(out.head) < ROWS_HEAD:
             taken = len(out.head) - start  # 1 when the first value was just kept
-            out.head.extend(_rows(batch, taken, min(n, ROWS_HEAD - start)))
+            few = min(n, max(FEW_ROWS - start, taken))  # kept wide, in case no more come
+            out.head.extend(_rows(batch, taken, few, FEW_ROWS_CELL_CHARS))
+            out.head.extend(_rows(batch, few, min(n, ROWS_HEAD - start)))
         first_tail = max(ROWS_HEAD - start, n - ROWS_TAIL, 0)
         if first_tail < n:
             out.tail.extend(_rows(batch, first_tail, n))
@@ -245,14 +256,15 @@ def format_result(statement_type: str, collected: Collected) -> str:
     if total > len(collected.head) + len(tail):
         shown.append(None)
     shown += tail
-    table, cut = format_rows(names, collected.numeric, shown)
+    chars = FEW_ROWS_CELL_CHARS if total <= FEW_ROWS else CELL_CHARS
+    table, cut = format_rows(names, collected.numeric, shown, chars)
     footer = f"({total:,} {noun}"
     if total > len(collected.head) + len(tail):
         footer += f"; the first {len(collected.head)} and the last {len(tail)} shown"
     footer += ")"
     if cut:
         footer += (
-            f"\n-- cells longer than {CELL_CHARS} characters were cut; "
+            f"\n-- cells longer than {chars:,} characters were cut; "
             "select a single value to see it whole"
         )
     return f"{table}\n{footer}"

@@ -53,6 +53,7 @@ class _KeepOut(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError(f"{name} is kept out of the DuckDB worker", name=name)
         return None
 
+
 __all__ = ["FRAME_HEADER", "BridgeSubCalls", "main", "recv_frame", "send_frame"]
 
 #: Frame header: the body's length in bytes, big-endian unsigned 64 bits.

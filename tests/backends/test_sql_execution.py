@@ -23,7 +23,14 @@ from polyrlm.backends.sql.limits import (  # noqa: E402
     SQL_TEMP_LIMIT_BYTES,
     SQL_THREADS,
 )
-from polyrlm.backends.sql.render import CELL_CHARS, ROWS_HEAD, ROWS_TAIL, cap  # noqa: E402
+from polyrlm.backends.sql.render import (  # noqa: E402
+    CELL_CHARS,
+    FEW_ROWS,
+    FEW_ROWS_CELL_CHARS,
+    ROWS_HEAD,
+    ROWS_TAIL,
+    cap,
+)
 from polyrlm.errors import BackendUnavailable  # noqa: E402
 from polyrlm.testing.contract import EchoSubCalls, shows  # noqa: E402
 
@@ -65,12 +72,23 @@ def test_rows_are_capped_head_and_tail(env: SqlEnvironment) -> None:
 
 def test_wide_cells_are_cut_but_a_single_value_is_whole(env: SqlEnvironment) -> None:
     long = "word " * 100 + "\nsecond line"
-    output = env.execute(f"SELECT 1 AS k, '{long}' AS v").output
-    cell = output.splitlines()[2].split(" | ")[1]
+    many = env.execute(f"SELECT k, '{long}' AS v FROM range({FEW_ROWS + 1}) t(k)").output
+    cell = many.splitlines()[2].split(" | ")[1]
     assert len(cell) == CELL_CHARS and cell.endswith("…")
-    assert f"longer than {CELL_CHARS} characters were cut" in output
+    assert f"longer than {CELL_CHARS} characters were cut" in many
     whole = env.execute(f"SELECT '{long}' AS v").output
     assert whole == f"v\n-\n{long}\n(1 row)"
+
+
+def test_a_few_rows_show_wider_cells(env: SqlEnvironment) -> None:
+    # A search's hit, its needle past the usual cut: seen whole.
+    line = "filler " * 100 + "the secret code is 4417"
+    few = env.execute(f"SELECT k, '{line}' AS text FROM range({FEW_ROWS}) t(k)").output
+    assert few.count("the secret code is 4417") == FEW_ROWS and "were cut" not in few
+    huge = env.execute(f"SELECT 1 AS k, repeat('x', {FEW_ROWS_CELL_CHARS * 2}) AS v").output
+    cell = huge.splitlines()[2].split(" | ")[1]
+    assert len(cell) == FEW_ROWS_CELL_CHARS and cell.endswith("…")
+    assert f"longer than {FEW_ROWS_CELL_CHARS:,} characters were cut" in huge
 
 
 def test_values_render_like_sql(env: SqlEnvironment) -> None:

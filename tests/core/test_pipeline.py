@@ -209,8 +209,8 @@ def test_sql_and_bash_blocks_give_what_they_give_whole(backend: str) -> None:
     blocks = {
         "sql": "```sql\nCREATE TABLE t AS SELECT llm('one') AS v;\nSELECT 41;\n"
         "SELECT final((SELECT v FROM t));\n```",
-        "bash": '```bash\na=$(llm --no-input "one")\nfalse\necho "status $?"\nf() { echo "in f $1"; }\n'
-        'f x\nfinal "$a"\n```',
+        "bash": '```bash\na=$(llm --no-input "one")\nfalse\necho "status $?"\n'
+        'f() { echo "in f $1"; }\nf x\nfinal "$a"\n```',
     }
     outcomes = []
     for pipeline in (False, True):
@@ -263,3 +263,34 @@ def test_concurrency_per_depth_bounds_the_sub_calls() -> None:
     assert _peak_sub_calls({0: 1}) == 8  # the root's depth only
     with pytest.raises(ConfigError, match="max_concurrency_by_depth"):
         RLM("openai/x", max_concurrency_by_depth={1: 0})
+
+
+@pytest.mark.parametrize("backend", ["python-inline", "bash"])
+def test_the_last_block_sent_again_is_not_run_even_pipelined(backend: str) -> None:
+    """A small model's loop: the same block twice in a row runs once (its
+    parts are held while it streams); after another block it runs again."""
+    python = backend == "python-inline"
+    again = (
+        "```python\nn = llm_query('one')\nprint(n)\n```"
+        if python
+        else ('```bash\nn=$(llm --no-input "one")\necho "$n"\n```')
+    )
+    other = "```python\nprint('other')\n```" if python else "```bash\necho other\n```"
+    done = '```python\nFINAL("done")\n```' if python else "```bash\nfinal done\n```"
+    script = [again, again, other, again, done]
+
+    def responder(body: dict[str, Any]) -> str:
+        messages = body["messages"]
+        if messages[0]["role"] == "system":
+            return script[sum(m["role"] == "assistant" for m in messages)]
+        return "ONE"
+
+    with FakeOpenAIServer(responder, stream_delay_s=0.002) as server:
+        result, events = _run(server, backend=backend, pipeline=True)
+    assert result.answer == "done"
+    ran = [e.iteration for e in events if isinstance(e, CodeExecuted)]
+    assert sorted(set(ran)) == [1, 3, 4, 5]  # turn 2 repeated turn 1: not run at all
+    subs = [e for e in events if isinstance(e, ModelCalled) and e.role is Role.SUB]
+    assert len(subs) == 2
+    root_prompts = [e for e in events if isinstance(e, ModelCalled) and e.role is Role.ROOT]
+    assert len(root_prompts) == 5
