@@ -132,7 +132,7 @@ def test_host_secrets_files_and_processes_are_out_of_sight(
 
 def test_sub_calls_cross_the_sandbox() -> None:
     with _env() as env:
-        result = env.execute("llm ping; printf '\"a\"\\n' | llm_batch")
+        result = env.execute("llm --no-input ping; printf '\"a\"\\n' | llm_batch")
         assert result.error is None and result.output == 're:ping\n"re:a"\n'
 
 

@@ -157,14 +157,16 @@ def test_no_usage_is_counted_by_polyrlm(server: FakeOpenAIServer, backend: str) 
     assert limited.completion("q", "c").stop_reason == StopReason.MAX_TOKENS
 
 
-BIG_TURN = "```python\nprint('x ' * 3000)\n```"  # 3,000 tokens by either count
+#: 3,000 tokens by either count; each turn's block differs (a block that
+#: repeats the last one is not run again).
+BIG_TURN = "```python\nprint('x ' * 3000, {n})\n```"
 
 
 def _growing() -> Any:
     """A root whose history outgrows a small window: four big outputs, then the
     answer (counted by replies served: compaction drops old turns from view)."""
     served = iter(range(10**6))
-    return lambda view: BIG_TURN if next(served) < 4 else FINAL
+    return lambda view: BIG_TURN.format(n=n) if (n := next(served)) < 4 else FINAL
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -319,9 +319,8 @@ SANDBOX_MAIN = f"""
     loris.start()
     time.sleep(0.05)
     held = hold({HELD})
-    legit = subprocess.run(
-        ["llm", "while held"], stdin=subprocess.DEVNULL, capture_output=True, text=True
-    )
+    ask = ["llm", "--no-input", "while held"]
+    legit = subprocess.run(ask, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     loris.join()
     out.update(slowloris=slow[0], legit=legit.stdout, held=len(held), left_open=still_open(held))
     print(json.dumps(out))
@@ -336,7 +335,7 @@ def test_floods_from_inside_the_bash_sandbox() -> None:
         'PY=$(command -v python3 || sed -n "s/^exec \\([^ ]*\\) .*/\\1/p" "$(command -v llm)")\n'
         f"\"$PY\" - <<'EOF'\n{script(SANDBOX_MAIN)}\nEOF\n```"
     )
-    root = ScriptedModel([block, "```bash\nllm right after | final\n```"])
+    root = ScriptedModel([block, "```bash\nllm --no-input right after | final\n```"])
     sub = ScriptedModel(lambda messages: "served: " + messages[-1]["content"])
     rlm = RLM(root.model, sub.model, backend="bash", backend_config={"sandbox": True})
     with watch() as peaks:

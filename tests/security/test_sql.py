@@ -35,7 +35,12 @@ from polyrlm.backends.sql.limits import (  # noqa: E402
     SQL_ERROR_MAX_CHARS,
     SQL_STATE_MAX_ITEMS,
 )
-from polyrlm.backends.sql.render import CELL_CHARS, collect  # noqa: E402
+from polyrlm.backends.sql.render import (  # noqa: E402
+    CELL_CHARS,
+    FEW_ROWS,
+    FEW_ROWS_CELL_CHARS,
+    collect,
+)
 from polyrlm.events import CodeExecuted  # noqa: E402
 from polyrlm.testing.contract import EchoSubCalls  # noqa: E402
 from polyrlm.testing.scripted import ScriptedModel  # noqa: E402
@@ -174,8 +179,12 @@ def test_rendering_copies_no_more_than_it_shows() -> None:
     one = collect(pa.table({"s": [big]}).to_reader(), value_chars=1_000)
     many = collect(pa.table({"s": [big, big], "t": [[1] * 10**6, [2]]}).to_reader())
     assert len(one.head[0][0]) == 1_001 and one.first_cut == len(big) - 1_001
-    assert [len(r[0]) for r in many.head] == [CELL_CHARS + 1] * 2
+    # The first FEW_ROWS rows are kept wider (shown so when no more come).
+    assert [len(r[0]) for r in many.head] == [FEW_ROWS_CELL_CHARS + 1] * 2
     assert many.head[0][1].startswith("<list") and many.head[1][1] == [2]
+    rows = collect(pa.table({"s": [big] * (FEW_ROWS + 2)}).to_reader())
+    kept = [len(r[0]) for r in rows.head]
+    assert kept == [FEW_ROWS_CELL_CHARS + 1] * FEW_ROWS + [CELL_CHARS + 1] * 2
 
 
 @pytest.mark.parametrize("worker", [True, False])
