@@ -121,38 +121,50 @@ class _HeldBytes:
 
 class _Lines:
     """Lines of one connection, each read in pieces up to a cap: a line that
-    is too long is refused having kept at most the cap and one piece."""
+    is too long is refused having kept at most the cap and one piece.
+
+    A long line is kept as its pieces and joined once it ends, never grown
+    in place: a growing buffer reallocated again and again leaves each old
+    copy resident in a long-lived process's heap (glibc's mmap threshold
+    rises up to 32 MiB as large blocks are freed), which made a refused
+    flood cost the host twice its cap."""
 
     def __init__(self, reader: asyncio.StreamReader, held: _HeldBytes) -> None:
         self.reader = reader
         self.held = held
         self.reserved = 0  # bytes of `held` this connection's request holds
-        self._buffer = bytearray()
-        self._scanned = 0  # bytes of the buffer known to hold no newline
+        self._pieces: list[bytes] = []  # the line so far: no newline in them
+        self._size = 0  # their bytes
+        self._rest = b""  # what came after the last line's newline
 
-    async def next(self, cap: int) -> bytearray | None:
+    async def next(self, cap: int) -> bytes | None:
         """The next line without its newline; None at the end of the stream."""
-        while (end := self._buffer.find(b"\n", self._scanned)) < 0:
-            self._scanned = len(self._buffer)
-            if self._scanned >= cap:
+        while True:
+            data, self._rest = self._rest, b""
+            if not data:
+                data = await self.reader.read(BRIDGE_READ_CHUNK_BYTES)
+                if not data:
+                    return None
+            end = data.find(b"\n")
+            if end >= 0:
+                if self._size + end >= cap:
+                    raise _TooLong
+                self._rest = data[end + 1 :]
+                line = b"".join([*self._pieces, data[:end]])
+                self._pieces.clear()
+                self._size = 0
+                if self.reserved:
+                    self.release(keep=len(line))
+                return line
+            self._pieces.append(data)
+            self._size += len(data)
+            if self._size >= cap:
                 raise _TooLong
-            if self._scanned >= BRIDGE_READ_CHUNK_BYTES and not self.reserved:
+            if self._size >= BRIDGE_READ_CHUNK_BYTES and not self.reserved:
                 # Reserve the worst case once, so two long requests never wait
                 # on each other's half-read bytes (no deadlock).
                 await self.held.take(cap)
                 self.reserved = cap
-            piece = await self.reader.read(BRIDGE_READ_CHUNK_BYTES)
-            if not piece:
-                return None
-            self._buffer += piece
-        if end >= cap:
-            raise _TooLong
-        line, self._buffer = self._buffer, self._buffer[end + 1 :]  # no copy of the line
-        del line[end:]
-        self._scanned = 0
-        if self.reserved:
-            self.release(keep=len(line))
-        return line
 
     def release(self, keep: int = 0) -> None:
         """Give back what this connection holds beyond ``keep`` bytes."""
@@ -312,7 +324,7 @@ class Bridge:
             await writer.drain()
             lines.release()
 
-    def _answer(self, line: bytearray) -> bytes:
+    def _answer(self, line: bytes) -> bytes:
         request_id: Any = None
         try:
             request = json.loads(line)
