@@ -23,7 +23,6 @@ License 2.0; the wheels carry no licence text of their own (see the README,
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import shutil
@@ -34,6 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from polyrlm.errors import FatalError
+from polyrlm.plugins.bench.packaged import file_digest
 
 __all__ = [
     "MODEL_DIR_ENV",
@@ -101,14 +101,6 @@ def part_paths() -> list[Path]:
     return paths
 
 
-def _digest(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_HASH_CHUNK_BYTES):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
 def verify(path: Path, size: int = ROOT_MODEL_BYTES, sha256: str = ROOT_MODEL_SHA256) -> None:
     """Refuse ``path`` unless it has ``size`` bytes and digest ``sha256``
     (the digest is computed once per path, size and mtime)."""
@@ -120,7 +112,7 @@ def verify(path: Path, size: int = ROOT_MODEL_BYTES, sha256: str = ROOT_MODEL_SH
         )
     key = (str(path), got.st_size, got.st_mtime_ns)
     if key not in _verified:
-        digest = _digest(path)
+        digest = file_digest(path)
         if digest != sha256:
             raise RootModelError(
                 f"{path} has SHA-256 {digest}, not {sha256} (the pinned root model): "
