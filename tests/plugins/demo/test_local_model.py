@@ -4,7 +4,9 @@ reported with its log, and no process outlives the ``with`` block."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import json
 import sys
 import tempfile
 import time
@@ -20,7 +22,6 @@ from polyrlm.plugins.demo.local_model import (
     LocalModelServer,
     find_gguf,
     free_port,
-    require_llama_cpp,
 )
 
 _real_find_spec = importlib.util.find_spec
@@ -67,19 +68,30 @@ def test_a_package_without_the_file_is_missing_too(
     assert find_gguf() == tmp_path / GGUF_FILE
 
 
-def test_missing_llama_cpp_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    _hide(monkeypatch, "llama_cpp")
+@pytest.mark.parametrize("installed", [None, "0.11738"])
+def test_a_missing_or_other_engine_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, installed: str | None
+) -> None:
+    real = importlib.metadata.version
+
+    def version(name: str) -> str:
+        if name != "llama-cpp-py-sync":
+            return real(name)
+        if installed is None:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return installed
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
     with pytest.raises(LocalModelError, match=r'pip install "polyrlm\[local\]"') as caught:
-        require_llama_cpp()
-    assert "llama_cpp" in str(caught.value)
-    with pytest.raises(LocalModelError, match="polyrlm"):
         LocalModelServer("model.gguf")
+    assert "llama-cpp-py-sync==0.11739" in str(caught.value)
+    assert (installed or "not installed") in str(caught.value)
 
 
 def test_a_model_path_that_does_not_exist_is_refused(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr("polyrlm.plugins.demo.local_model.require_llama_cpp", lambda: None)
+    monkeypatch.setattr("polyrlm.plugins.demo.local_model.require_engine", lambda: None)
     with pytest.raises(LocalModelError, match="no GGUF model file"):
         LocalModelServer(tmp_path / "nothing.gguf")
 
@@ -139,20 +151,41 @@ def test_a_serving_server_is_stopped_by_the_with_block_and_by_ctrl_c(tmp_path: P
     assert pid is not None and _gone(pid)
 
 
-def test_the_chat_request_count_reads_the_access_log(tmp_path: Path) -> None:
+def test_the_chat_request_count_reads_the_servers_log(tmp_path: Path) -> None:
     server = LocalModelServer(tmp_path / "m.gguf", command=["true"])
     log = tmp_path / "server.log"
     log.write_text(
-        'INFO:     127.0.0.1:40000 - "GET /v1/models HTTP/1.1" 200 OK\n'
-        'INFO:     127.0.0.1:40002 - "POST /v1/chat/completions HTTP/1.1" 200 OK\n'
-        "llama_perf_context_print: prompt eval time = 1.00 ms\n"
-        'INFO:     127.0.0.1:40004 - "POST /v1/chat/completions HTTP/1.1" 200 OK\n'
-        'INFO:     127.0.0.1:40006 - "POST /v1/chat/completions HTTP/1.1" 400 Bad Request\n'
+        "serving 1 model(s) at http://127.0.0.1:40000/v1\n"
+        "chat m 200 prompt=431 cached=370 completion=12 0.91 s\n"
+        "chat m 404 prompt=0 cached=0 completion=0 0.00 s\n"
+        "chat m 200 prompt=20 cached=0 completion=3 0.10 s\n"
+        "chat m 400 prompt=9000 cached=0 completion=0 0.20 s\n"
     )
     server._log = log
     assert server.chat_requests() == 2
     server.stop()  # removes the log, keeps its text
     assert not log.exists() and server.chat_requests() == 2
+
+
+def test_a_root_model_is_served_beside_the_sub_model(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr("polyrlm.plugins.demo.local_model.require_engine", lambda: None)
+    sub, root = tmp_path / "small.gguf", tmp_path / "coder.gguf"
+    sub.write_bytes(b"GGUF")
+    server = LocalModelServer(sub)
+    with pytest.raises(LocalModelError, match="serves no root model"):
+        _ = server.root_model
+    with pytest.raises(LocalModelError, match="no GGUF model file"):
+        LocalModelServer(sub, root_path=root)
+    root.write_bytes(b"GGUF")
+    server = LocalModelServer(sub, root_path=root, root_n_ctx=4096)
+    assert (server.model, server.root_model) == ("openai/small", "openai/coder")
+    assert server.root_options()["max_tokens"] > server.options()["max_tokens"]
+    assert server.root_options()["temperature"] == 0.0  # greedy: a run repeats
+    command = server.server_command()
+    models = json.loads(command[command.index("--models") + 1])
+    assert [(m["name"], m["n_ctx"]) for m in models] == [("small", 2048), ("coder", 4096)]
 
 
 def test_free_ports_are_free() -> None:
