@@ -10,6 +10,7 @@ in-process environments; a bridge for out-of-process ones).
 from __future__ import annotations
 
 import abc
+import json
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -266,6 +267,18 @@ class Environment(abc.ABC):
     def prompt_guide(self) -> str:
         """How this language exposes the context, the functions, the answer."""
 
+    def answer_code(self, text: str) -> str | None:
+        """Code that sets the answer to ``text`` (``FINAL("...")``), which the
+        compact prompt profile shows a model that wrote its answer as prose;
+        None (the default): not shown."""
+        return None
+
+    def compact_guide(self) -> str:
+        """The guide in a few lines, for small models and small windows (the
+        "compact" prompt profile): the context, one sub-model function, the
+        answer idiom and one search example. The default is the whole guide."""
+        return self.prompt_guide()
+
     def answer_guide(self, answer_type: AnswerType) -> str:
         """How to set an answer of ``answer_type`` in this language (added
         to the guide of a typed run). The default shows the JSON Schema;
@@ -303,6 +316,9 @@ class PythonGuides:
 
     def ready_statements(self, code: str) -> int:
         return python_ready(code)
+
+    def answer_code(self, text: str) -> str | None:
+        return f"FINAL({json.dumps(text, ensure_ascii=False)})"  # JSON's escapes are Python's
 
     def answer_guide(self, answer_type: AnswerType) -> str:
         return python_answer_guide(answer_type)

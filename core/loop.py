@@ -7,6 +7,7 @@ broker shared by the root loop and every child loop under it.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -37,11 +38,16 @@ from polyrlm.parsing import (
 )
 from polyrlm.pipeline import Pipeline
 from polyrlm.prompts import (
+    COMPACT_PROSE_ANSWER_CHARS,
     FALLBACK_PROMPT,
+    NO_CODE_COMPACT_PROMPT,
+    NO_CODE_FIRST_COMPACT_PROMPT,
     NO_CODE_PROMPT,
+    REPEATED_BLOCK_COMPACT_NOTE,
     REPEATED_BLOCK_NOTE,
     RUN_CODE_TOOL,
     XML_CALL_NOTE,
+    chosen_profile,
 )
 from polyrlm.provider import Reply
 from polyrlm.recording import context_record
@@ -75,6 +81,27 @@ RETRY_WINDOW_FRACTION = 0.7
 
 def _no_cut(text: str) -> int | None:
     return None
+
+
+def _repeated_note(s: Session) -> str:
+    """What a repeated block gets instead of its output (see ``Tree._repeats``)."""
+    assert s.last_block is not None
+    note = REPEATED_BLOCK_COMPACT_NOTE if s.profile == "compact" else REPEATED_BLOCK_NOTE
+    return note.format(turn=s.last_block[1])
+
+
+def _no_code_note(s: Session, text: str) -> str:
+    """What a reply without runnable code gets; in the compact profile a short
+    line of prose is shown as the code that would answer it."""
+    env, said = s.env, text.strip()
+    tag = env.fence_tags[0]
+    if s.profile == "compact" and s.last_block is None:
+        return NO_CODE_FIRST_COMPACT_PROMPT.format(tag=tag)
+    short = 0 < len(said) <= COMPACT_PROSE_ANSWER_CHARS and "\n" not in said
+    code = env.answer_code(said) if s.profile == "compact" and short else None
+    if code is None:
+        return NO_CODE_PROMPT.format(tags=" or ".join(env.fence_tags), tag=tag)
+    return NO_CODE_COMPACT_PROMPT.format(tag=tag, said=json.dumps(said), code=code)
 
 
 class Tree:
@@ -187,6 +214,7 @@ class Tree:
 
     async def _turns(self, s: Session, question: str) -> tuple[Outcome, int]:
         budget = self.settings.budget
+        s.profile = chosen_profile(self.settings.prompt_profile, self.broker.window(self._model(s)))
         messages, s.tools = await in_thread(
             opening,
             self.settings,
@@ -196,6 +224,7 @@ class Tree:
             s.context,
             s.depth,
             question,
+            s.profile,
         )
         for iteration in range(1, budget.max_iterations + 2):
             last = iteration > budget.max_iterations
@@ -308,8 +337,7 @@ class Tree:
                 results.append(tool_result(call, problem))
                 continue
             if self._repeats(s, code, None):
-                assert s.last_block is not None
-                results.append(tool_result(call, REPEATED_BLOCK_NOTE.format(turn=s.last_block[1])))
+                results.append(tool_result(call, _repeated_note(s)))
                 continue
             result = await execute_block(self, s, code, iteration)
             s.last_block = (code.strip(), iteration)
@@ -356,16 +384,14 @@ class Tree:
                 or_tool = f" or call the {RUN_CODE_TOOL} tool" if s.tools else ""
                 notes.append(XML_CALL_NOTE.format(tag=env.fence_tags[0], or_tool=or_tool))
         if not runnable:
-            tag = env.fence_tags[0]
-            notes.insert(0, NO_CODE_PROMPT.format(tags=" or ".join(env.fence_tags), tag=tag))
+            notes.insert(0, _no_code_note(s, reply.text))
             return "\n".join(notes), None, []
         parts = []
         for number, block in enumerate(runnable, 1):
             head = f"[block {number} of {len(runnable)}]\n" if len(runnable) > 1 else ""
             followed = number == 1 and pipeline is not None and bool(block.tag)
             if self._repeats(s, block.code, pipeline if followed else None):
-                assert s.last_block is not None
-                parts.append(head + REPEATED_BLOCK_NOTE.format(turn=s.last_block[1]))
+                parts.append(head + _repeated_note(s))
                 continue
             piped = ""
             if followed:  # what the stream followed

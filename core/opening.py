@@ -36,11 +36,13 @@ def opening(
     context: Any,
     depth: int,
     question: str,
+    profile: str = "full",
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
     """The first messages of a loop at ``depth``, and its run_code tool (or
     None). The answer's type is the root's alone; ``tools`` are the user
-    tools this loop's code may call."""
-    parts = [env.prompt_guide()]
+    tools this loop's code may call; ``profile`` the prompt profile,
+    "full" or "compact" (:func:`~polyrlm.prompts.chosen_profile`)."""
+    parts = [env.compact_guide() if profile == "compact" else env.prompt_guide()]
     if depth == 0 and settings.answer_type is not None:
         parts.append(env.answer_guide(settings.answer_type))
     if tools:
@@ -56,9 +58,10 @@ def opening(
         max_depth=budget.max_depth,
         tool_language=env.language if code_tool else None,
         sub_models=sorted(settings.sub_models),
+        profile=profile,
     )
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": system},
-        {"role": "user", "content": first_user_message(question)},
+        {"role": "user", "content": first_user_message(question, profile, env.fence_tags[0])},
     ]
     return messages, code_tool

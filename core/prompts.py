@@ -14,12 +14,19 @@ if TYPE_CHECKING:
 __all__ = [
     "ANSWER_INVALID_NOTE",
     "ANSWER_STILL_INVALID_NOTE",
+    "COMPACT_PROSE_ANSWER_CHARS",
+    "COMPACT_WINDOW_TOKENS",
     "FALLBACK_PROMPT",
+    "NO_CODE_COMPACT_PROMPT",
+    "NO_CODE_FIRST_COMPACT_PROMPT",
     "NO_CODE_PROMPT",
+    "PROMPT_PROFILES",
+    "REPEATED_BLOCK_COMPACT_NOTE",
     "REPEATED_BLOCK_NOTE",
     "RUN_CODE_TOOL",
     "TOOL_CHANNEL_NOTE",
     "XML_CALL_NOTE",
+    "chosen_profile",
     "first_user_message",
     "json_answer_guide",
     "json_tools_guide",
@@ -49,6 +56,30 @@ Stop your reply right after the code block: the environment's real output comes 
 Never invent output. Sub-model calls cost time and money: do not call them needlessly.
 You have at most {max_iterations} replies.{depth_note}
 """
+
+#: The prompt profiles (``RLM(prompt_profile=...)``): "full" for frontier models,
+#: "compact" for small windows and small models, "auto" to choose by the window.
+PROMPT_PROFILES = ("auto", "full", "compact")
+#: "auto" chooses the compact profile for a root whose window is at most this many
+#: tokens (a model litellm does not know, with no ``windows=`` entry, gets "full").
+COMPACT_WINDOW_TOKENS = 16_384
+
+# What a small model needs and can follow: the task, the loop, one block per
+# reply, and where the answer goes. No plan it would recite step by step.
+_CORE_COMPACT = (
+    ("You answer a question about a long input that is not in this conversation: it is loaded\n")
+    + """in the environment below. Each reply: one code block, then stop. The environment runs it
+and shows you its output. Search the input with code, read what you find, then set the
+answer in the environment as the guide shows. You have {max_iterations} replies.{depth_note}
+"""
+)
+
+
+def chosen_profile(profile: str, window: int | None) -> str:
+    """``profile`` itself, or for "auto" the one a root of ``window`` tokens gets."""
+    if profile != "auto":
+        return profile
+    return "compact" if window is not None and window <= COMPACT_WINDOW_TOKENS else "full"
 
 
 #: The name of the native tool that runs code (models with function calling).
@@ -97,25 +128,37 @@ def system_prompt(
     max_depth: int,
     tool_language: str | None = None,
     sub_models: Sequence[str] = (),
+    profile: str = "full",
 ) -> str:
     """Core instructions + the environment's guide + the context metadata;
     ``tool_language`` when the root is offered the run_code tool;
-    ``sub_models`` the other sub-models its code may name."""
+    ``sub_models`` the other sub-models its code may name; ``profile``
+    "full" or "compact" (shorter instructions, the metadata on one line
+    without the preview)."""
     if max_depth <= depth:
         depth_note = " Sub-model calls are disabled here: solve it with code alone."
     else:
         depth_note = ""
-    core = _CORE.format(max_iterations=max_iterations, depth_note=depth_note)
+    compact = profile == "compact"
+    core = (_CORE_COMPACT if compact else _CORE).format(
+        max_iterations=max_iterations, depth_note=depth_note
+    )
     if tool_language is not None:
         core += TOOL_CHANNEL_NOTE.format(tool=RUN_CODE_TOOL, language=tool_language)
     if sub_models:
         names = ", ".join(repr(n) for n in sub_models)
         core += f"\nBesides the default sub-model, the model argument may name: {names}.\n"
+    if compact:  # no preview: a small model echoes it back as its first reply
+        kept = {k: v for k, v in meta.items() if k != "preview"}
+        shown = json.dumps(kept, ensure_ascii=False, default=str)
+        return f"{core}\n{guide}\nThe input (metadata only): {shown}\n"
     shown = json.dumps(meta, ensure_ascii=False, default=str, indent=1)
     return f"{core}\n{guide}\n## The context (metadata only)\n```json\n{shown}\n```\n"
 
 
-def first_user_message(question: str) -> str:
+def first_user_message(question: str, profile: str = "full", tag: str = "") -> str:
+    if profile == "compact":
+        return f"Question: {question}\nFirst search the input with code." if tag else question
     return (
         f"Question: {question}\n\n"
         "Start by inspecting the context with code. Answer only through the environment."
@@ -133,6 +176,28 @@ REPEATED_BLOCK_NOTE = (
     "Not run: this block is the same as the one you ran in turn {turn}, with nothing run "
     "since, so its output would be the same as then (above). Use that output: if it holds "
     "the answer, set the answer now; if not, write different code."
+)
+
+#: NO_CODE_PROMPT in the compact profile, for a reply of a few words and no code: a
+#: small model often writes its answer as prose, so it is shown the block that would
+#: set that text as the answer (it runs only if the model sends it).
+NO_CODE_COMPACT_PROMPT = (
+    "Nothing ran: your reply has no ```{tag} block. If {said} is your answer, reply with "
+    "this block:\n```{tag}\n{code}\n```\nIf not, write code that finds the answer."
+)
+#: NO_CODE_PROMPT in the compact profile before any code ran: an answer then is a guess.
+NO_CODE_FIRST_COMPACT_PROMPT = (
+    "Nothing ran: your reply has no ```{tag} block, and the input has not been searched yet. "
+    "Reply with a ```{tag} block that searches it."
+)
+#: Replies of at most this many characters (and one line) get NO_CODE_COMPACT_PROMPT.
+COMPACT_PROSE_ANSWER_CHARS = 200
+
+#: REPEATED_BLOCK_NOTE in the compact profile.
+REPEATED_BLOCK_COMPACT_NOTE = (
+    "Not run: you ran this same block in turn {turn}, and its output (above) would not "
+    "change. If it shows the answer, set the answer now, as the guide shows. If not, "
+    "write different code."
 )
 
 ANSWER_INVALID_NOTE = (

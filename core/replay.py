@@ -74,6 +74,7 @@ def replay(
         stop_at_code_end=settings.get("stop_at_code_end", True),
         pipeline=settings.get("pipeline", False),
         code_channel=settings.get("code_channel", "fences"),
+        prompt_profile=settings.get("prompt_profile", "full"),
         sub_models=settings.get("sub_models") or None,
         tools=[Tool.from_record(t) for t in settings.get("tools") or ()],
         answer_type=settings.get("answer_schema"),

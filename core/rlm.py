@@ -34,6 +34,7 @@ from polyrlm.errors import ConfigError, Interrupted
 from polyrlm.events import Event, RunFinished, RunStarted
 from polyrlm.ledger import Ledger
 from polyrlm.loop import Tree
+from polyrlm.prompts import PROMPT_PROFILES
 from polyrlm.provider import close_loop_clients
 from polyrlm.records import Budget
 from polyrlm.registry import get_registry, plugin_manager
@@ -72,6 +73,13 @@ class RLM:
     ``"fences"`` (fenced blocks, every model), ``"tools"`` (the native
     ``run_code`` tool offered too; fences still run), or ``"auto"`` (tools for
     Claude models with function calling, fences for the others).
+
+    ``prompt_profile`` is the root prompt's: ``"full"`` (the instructions,
+    each backend's whole guide with its examples), ``"compact"`` (a few
+    lines each, for small models and small windows: about a third of the
+    tokens), or ``"auto"``: compact for a root whose window, from
+    ``windows=`` or litellm's map, is at most
+    :data:`~polyrlm.prompts.COMPACT_WINDOW_TOKENS`, else full.
 
     ``sub_models`` names the other sub-models the code may ask for by
     ``llm_query(prompt, model=...)`` (and its SQL, Bash and WASM forms):
@@ -126,6 +134,7 @@ class RLM:
         stop_at_code_end: bool = True,
         pipeline: bool | None = None,
         code_channel: str = "auto",
+        prompt_profile: str = "auto",
         sub_models: Mapping[str, str] | None = None,
         tools: Sequence[Any] | None = None,
         answer_type: Any = None,
@@ -151,6 +160,11 @@ class RLM:
             raise ConfigError(
                 f"code_channel must be one of {', '.join(CODE_CHANNELS)}, not {code_channel!r}"
             )
+        if prompt_profile not in PROMPT_PROFILES:
+            raise ConfigError(
+                f"prompt_profile must be one of {', '.join(PROMPT_PROFILES)}, "
+                f"not {prompt_profile!r}"
+            )
         if isinstance(backend_config, Mapping):
             try:
                 backend_config = self.backend.Config(**backend_config)
@@ -168,6 +182,7 @@ class RLM:
             stop_at_code_end=stop_at_code_end,
             pipeline=pipeline,
             code_channel=code_channel,
+            prompt_profile=prompt_profile,
             sub_models=dict(sub_models or {}),
             tools=as_tools(tools),
             answer_type=as_answer_type(answer_type),

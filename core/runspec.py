@@ -40,6 +40,9 @@ class Settings:
     #: How the root's code reaches the environment: "fences" (fenced blocks,
     #: every model), "tools" (also the native run_code tool), or "auto".
     code_channel: str = "auto"
+    #: The root prompt's profile (polyrlm.prompts.PROMPT_PROFILES): "auto" chooses
+    #: "compact" for a small window, else "full".
+    prompt_profile: str = "auto"
     #: Other sub-models the code may name: what it writes -> the litellm model.
     sub_models: dict[str, str] = field(default_factory=dict)
     #: The user's functions offered to the code (:mod:`polyrlm.tools`).
@@ -81,6 +84,7 @@ class Settings:
             "stop_at_code_end": self.stop_at_code_end,
             "pipeline": self.pipeline,
             "code_channel": self.code_channel,
+            "prompt_profile": self.prompt_profile,
             "sub_models": self.sub_models,
             "tools": [t.record() for t in self.tools],
             "answer_schema": None if self.answer_type is None else self.answer_type.schema,

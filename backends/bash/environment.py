@@ -55,7 +55,7 @@ from typing import Any, ClassVar, Self, TypeVar
 from pydantic import Field, model_validator
 
 from polyrlm.backends.bash.context_files import ContextPlan, place_context
-from polyrlm.backends.bash.guide import BashGuides, bash_guide
+from polyrlm.backends.bash.guide import BashGuides, bash_compact_guide, bash_guide
 from polyrlm.backends.bash.reports import (
     BASH_ANSWER_MAX_BYTES,
     error_text,
@@ -403,6 +403,12 @@ class BashEnvironment(BashGuides, Environment):
             variables=(*variables, *work_files(self.dirs.work)),
             answer=answer,
             answer_ready=answer is not None,
+        )
+
+    def compact_guide(self) -> str:
+        folder = not self._plan.context
+        return bash_compact_guide(
+            hint=self._plan.hint, context_is_folder=folder, sandboxed=self.is_sandboxed
         )
 
     def prompt_guide(self) -> str:

@@ -6,6 +6,7 @@ text and how each tool is called as a command. Programs that may be missing
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from collections.abc import Sequence
 
@@ -13,7 +14,13 @@ from polyrlm.answers import AnswerType
 from polyrlm.backends.bash.tool_commands import tool_usage
 from polyrlm.tools import Tool
 
-__all__ = ["BashGuides", "bash_answer_guide", "bash_guide", "bash_tools_guide"]
+__all__ = [
+    "BashGuides",
+    "bash_answer_guide",
+    "bash_compact_guide",
+    "bash_guide",
+    "bash_tools_guide",
+]
 
 _GUIDE = """\
 ## Your environment: a persistent bash shell ({flavour})
@@ -107,6 +114,30 @@ def bash_guide(*, hint: str, context_is_folder: bool, sandboxed: bool, timeout_s
     )
 
 
+# The compact profile's guide; its example's only literal is a placeholder.
+_COMPACT = """\
+## The environment: a bash shell ({flavour})
+Write bash in a ```bash block. Files and variables persist between replies.
+- `$CONTEXT`: {context_role} ({hint}). Print only small parts of it.
+- `llm PROMPT`: a sub-model's reply to PROMPT about the text piped in.
+- `final TEXT`: sets your answer and ends the run.
+Print the lines where a word occurs (put the word in place of WORD):
+```bash
+grep -n -i -m 3 -F "WORD" {where} | cut -c 1-600
+```
+"""
+
+
+def bash_compact_guide(*, hint: str, context_is_folder: bool, sandboxed: bool) -> str:
+    """The compact profile's guide (:meth:`Environment.compact_guide`)."""
+    return _COMPACT.format(
+        flavour="sandboxed" if sandboxed else "NOT sandboxed",
+        context_role="the input's folder" if context_is_folder else "the input's file",
+        hint=hint,
+        where='-r "$CONTEXT"' if context_is_folder else '"$CONTEXT"',
+    )
+
+
 _CHECKED = (
     "The host checks the answer: one that does not validate comes back to you with the "
     "errors, and you set it again."
@@ -154,6 +185,9 @@ class BashGuides:
 
     def answer_guide(self, answer_type: AnswerType) -> str:
         return bash_answer_guide(answer_type)
+
+    def answer_code(self, text: str) -> str | None:
+        return "final " + shlex.quote(text)
 
     def tools_guide(self, tools: Sequence[Tool]) -> str:
         return bash_tools_guide(tools)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["python_guide"]
+__all__ = ["python_compact_guide", "python_guide"]
 
 _GUIDE = """\
 ## Your environment: a persistent Python REPL ({flavour})
@@ -58,3 +58,25 @@ FINAL(f"{{len(dates)}} distinct dates")
 def python_guide(*, flavour: str, context_hint: str, imports: str) -> str:
     """The guide, with the backend's own notes filled in."""
     return _GUIDE.format(flavour=flavour, context_hint=context_hint, imports=imports)
+
+
+# The compact profile's guide: what a small model uses, and one example whose
+# only literal is a placeholder (a model copies an example's words as its own).
+_COMPACT = """\
+## The environment: Python ({flavour})
+Write Python in a ```python block. Variables persist between replies.
+- `context`: the input, {context_hint}. Print only small parts of it.
+- `llm_query(prompt)`: a sub-model's reply to `prompt` (a str; include the text it must read).
+- `FINAL(value)`: sets your answer and ends the run.
+Print the text around each place a word occurs (put the word in place of WORD):
+```python
+import re
+for m in list(re.finditer(re.escape("WORD"), context, re.IGNORECASE))[:3]:
+    print(context[max(0, m.start() - 300):m.end() + 300])
+```
+"""
+
+
+def python_compact_guide(*, flavour: str, context_hint: str) -> str:
+    """The compact profile's guide (:meth:`Environment.compact_guide`)."""
+    return _COMPACT.format(flavour=flavour, context_hint=context_hint)

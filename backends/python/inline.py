@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import polyrlm
 import polyrlm.backends
 from polyrlm.backends.python.capture import capture
-from polyrlm.backends.python.guide import python_guide
+from polyrlm.backends.python.guide import python_compact_guide, python_guide
 from polyrlm.backends.python.watchdog import watchdog
 from polyrlm.contexts import load_python_context
 from polyrlm.environment import ContractSnippets, Environment, PythonGuides, SubCallFailure
@@ -212,6 +212,9 @@ class InlinePythonEnvironment(PythonGuides, Environment):
             answer=content,
             answer_ready=ready,
         )
+
+    def compact_guide(self) -> str:
+        return python_compact_guide(flavour="in-process", context_hint=context_hint(self._context))
 
     def prompt_guide(self) -> str:
         return python_guide(

@@ -34,7 +34,7 @@ from typing import Any, ClassVar, TypeVar
 from jupyter_core.utils import ensure_event_loop
 from pydantic import Field
 
-from polyrlm.backends.python.guide import python_guide
+from polyrlm.backends.python.guide import python_compact_guide, python_guide
 from polyrlm.backends.python.inline import PYTHON_CONTRACT, context_hint
 from polyrlm.backends.python.kernel_io import (
     CellRun,
@@ -408,6 +408,9 @@ class KernelPythonEnvironment(PythonGuides, Environment):
             run = self._run("", KERNEL_QUERY_TIMEOUT_S, "__polyrlm_report()", silent=True)
             ready, answer, _ = answer_of(read_block_report(run.value))
         return State(variables=tuple(variables), answer=answer, answer_ready=ready)
+
+    def compact_guide(self) -> str:
+        return python_compact_guide(flavour="a Jupyter kernel", context_hint=self._hint)
 
     def prompt_guide(self) -> str:
         return python_guide(

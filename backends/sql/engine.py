@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from polyrlm.backends.sql.functions import BatchCalls, SqlFunctions
-from polyrlm.backends.sql.guide import SAMPLE_ROWS, SAMPLED_TABLES, sql_guide
+from polyrlm.backends.sql.guide import SAMPLE_ROWS, SAMPLED_TABLES, sql_compact_guide, sql_guide
 from polyrlm.backends.sql.limits import SQL_NAME_MAX_CHARS, SQL_STATE_MAX_ITEMS, cut_text
 from polyrlm.backends.sql.render import Collected
 from polyrlm.backends.sql.runner import REINTERRUPT_S, Watchdog, run_block
@@ -219,8 +219,10 @@ class Engine:
             answer_ready=ready,
         )
 
-    def guide(self, timeout_s: float) -> str:
+    def guide(self, timeout_s: float, compact: bool = False) -> str:
         tables = self.schema.tables()
+        if compact:
+            return sql_compact_guide(flavour=self.settings.flavour, tables=tables)
         samples: dict[str, Collected] = {}
         for table in [t for t in tables if t.source is not None][:SAMPLED_TABLES]:
             sample = self.schema.sample(table.full, SAMPLE_ROWS)

@@ -95,7 +95,7 @@ class _Database(Protocol):
         self, code: str, timeout_s: float, limit_chars: int, show_result: bool = True
     ) -> ExecResult: ...
     def state(self) -> State: ...
-    def guide(self, timeout_s: float) -> str: ...
+    def guide(self, timeout_s: float, compact: bool = False) -> str: ...
     def close(self) -> None: ...
 
 
@@ -116,8 +116,8 @@ class _InHost:
     def state(self) -> State:
         return self.engine.state()
 
-    def guide(self, timeout_s: float) -> str:
-        return self.engine.guide(timeout_s)
+    def guide(self, timeout_s: float, compact: bool = False) -> str:
+        return self.engine.guide(timeout_s, compact)
 
     def close(self) -> None:
         self.engine.close()
@@ -257,6 +257,13 @@ class SqlEnvironment(Environment):
     def prompt_guide(self) -> str:
         self._ensure_loaded()
         return self.db.guide(self.config.exec_timeout_s)
+
+    def answer_code(self, text: str) -> str | None:
+        return "SELECT final('" + text.replace("'", "''") + "');"
+
+    def compact_guide(self) -> str:
+        self._ensure_loaded()
+        return self.db.guide(self.config.exec_timeout_s, compact=True)
 
     def answer_guide(self, answer_type: AnswerType) -> str:
         return sql_answer_guide(answer_type)

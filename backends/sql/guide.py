@@ -20,6 +20,7 @@ __all__ = [
     "SAMPLE_CELL_CHARS",
     "SAMPLE_ROWS",
     "Target",
+    "sql_compact_guide",
     "sql_guide",
 ]
 
@@ -192,3 +193,35 @@ def sql_guide(
     target = Target(tables)
     parts.append(_EXAMPLES.format(table=target.table, order=target.order, text=target.text))
     return "\n".join(parts)
+
+
+# The compact profile's guide; its example's only literal is a placeholder.
+_COMPACT = """\
+## The environment: DuckDB SQL ({flavour})
+Write DuckDB SQL in a ```sql block; the rows of its last statement are shown to you. Tables
+you create persist between replies.
+{tables}
+- `llm(prompt)`: a sub-model's reply to `prompt` (a VARCHAR; include the text it must read).
+- `final(value)`: sets your answer and ends the run: `SELECT final(...)` giving one row.
+Show the rows where a word occurs (put the word in place of WORD):
+```sql
+SELECT {order}, {text} FROM {table} WHERE {text} ILIKE '%WORD%' LIMIT 3;
+```
+"""
+
+
+def sql_compact_guide(*, flavour: str, tables: Sequence[TableInfo]) -> str:
+    """The compact profile's guide: the context tables on a line each."""
+    lines = []
+    for t in [t for t in tables if t.source is not None][:GUIDE_MAX_TABLES]:
+        rows = "" if t.rows is None else f": {t.rows:,} rows"
+        columns = ", ".join(f"{c} {dtype}" for c, dtype in t.columns[:GUIDE_MAX_COLUMNS])
+        lines.append(f"- table {t.name}({columns}){rows}, the input")
+    target = Target(tables)
+    return _COMPACT.format(
+        flavour=flavour,
+        tables="\n".join(lines) or "- no tables: the input is empty",
+        table=target.table,
+        order=target.order,
+        text=target.text,
+    )

@@ -317,11 +317,11 @@ class WorkerDatabase:
             self._lock.release()
         return State(variables=variables, answer=self.answer, answer_ready=self.ready)
 
-    def guide(self, timeout_s: float) -> str:
+    def guide(self, timeout_s: float, compact: bool = False) -> str:
         with self._lock:
             try:
                 guide = self._live().request(
-                    {"op": "guide", "timeout_s": timeout_s},
+                    {"op": "guide", "timeout_s": timeout_s, "compact": compact},
                     SQL_WORKER_REQUEST_TIMEOUT_S,
                     reply_max_bytes(0),
                 )

@@ -191,7 +191,7 @@ def _handle(engine: Any, request: dict[str, Any]) -> Any:
     if op == "state":  # the answer stays out: the host keeps its own
         return engine.state().model_dump(mode="json", include={"variables"})
     if op == "guide":
-        return engine.guide(float(request["timeout_s"]))
+        return engine.guide(float(request["timeout_s"]), bool(request.get("compact")))
     raise ValueError(f"unknown request {op!r}")
 
 

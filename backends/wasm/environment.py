@@ -60,6 +60,7 @@ from typing import Any, ClassVar, Self
 
 from pydantic import Field, model_validator
 
+from polyrlm.backends.python.guide import python_compact_guide
 from polyrlm.backends.python.inline import PYTHON_CONTRACT, context_hint
 from polyrlm.backends.wasm.context_files import write_context
 from polyrlm.backends.wasm.guide import wasm_guide
@@ -369,6 +370,9 @@ class WasmEnvironment(PythonGuides, Environment):
 
     def read_state(self) -> State:
         return self._state
+
+    def compact_guide(self) -> str:
+        return python_compact_guide(flavour="a WebAssembly sandbox", context_hint=self._hint)
 
     def prompt_guide(self) -> str:
         return wasm_guide(
