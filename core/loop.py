@@ -39,6 +39,7 @@ from polyrlm.parsing import (
 from polyrlm.pipeline import Pipeline
 from polyrlm.prompts import (
     COMPACT_PROSE_ANSWER_CHARS,
+    COMPACT_REPEAT_OUTPUT_CHARS,
     FALLBACK_PROMPT,
     NO_CODE_COMPACT_PROMPT,
     NO_CODE_FIRST_COMPACT_PROMPT,
@@ -86,8 +87,10 @@ def _no_cut(text: str) -> int | None:
 def _repeated_note(s: Session) -> str:
     """What a repeated block gets instead of its output (see ``Tree._repeats``)."""
     assert s.last_block is not None
-    note = REPEATED_BLOCK_COMPACT_NOTE if s.profile == "compact" else REPEATED_BLOCK_NOTE
-    return note.format(turn=s.last_block[1])
+    if s.profile != "compact":
+        return REPEATED_BLOCK_NOTE.format(turn=s.last_block[1])
+    shown = s.last_output[:COMPACT_REPEAT_OUTPUT_CHARS]
+    return REPEATED_BLOCK_COMPACT_NOTE.format(turn=s.last_block[1], output=shown)
 
 
 def _no_code_note(s: Session, text: str) -> str:
@@ -343,6 +346,7 @@ class Tree:
             s.last_block = (code.strip(), iteration)
             answered, note = s.answers.take(result, s.subcalls.exec_id)
             shown = observation(result, self.settings.budget.max_output_chars)
+            s.last_output = shown
             results.append(tool_result(call, f"{shown}\n{note}" if note else shown))
             if answered:
                 return "", result, results
@@ -402,6 +406,7 @@ class Tree:
             s.last_block = (block.code.strip(), iteration)
             answered, note = s.answers.take(result, s.subcalls.exec_id)
             shown = observation(result, self.settings.budget.max_output_chars)
+            s.last_output = shown
             shown = f"{shown}\n{piped}" if piped else shown
             parts.append(head + (f"{shown}\n{note}" if note else shown))
             if answered:

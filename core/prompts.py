@@ -15,6 +15,7 @@ __all__ = [
     "ANSWER_INVALID_NOTE",
     "ANSWER_STILL_INVALID_NOTE",
     "COMPACT_PROSE_ANSWER_CHARS",
+    "COMPACT_REPEAT_OUTPUT_CHARS",
     "COMPACT_WINDOW_TOKENS",
     "FALLBACK_PROMPT",
     "NO_CODE_COMPACT_PROMPT",
@@ -192,12 +193,15 @@ NO_CODE_FIRST_COMPACT_PROMPT = (
 )
 #: Replies of at most this many characters (and one line) get NO_CODE_COMPACT_PROMPT.
 COMPACT_PROSE_ANSWER_CHARS = 200
+#: Characters of a repeated block's earlier output that REPEATED_BLOCK_COMPACT_NOTE shows.
+COMPACT_REPEAT_OUTPUT_CHARS = 1_000
 
-#: REPEATED_BLOCK_NOTE in the compact profile.
+#: REPEATED_BLOCK_NOTE in the compact profile: the output is shown again (at most
+#: COMPACT_REPEAT_OUTPUT_CHARS), next to the nudge, where a small model reads it.
 REPEATED_BLOCK_COMPACT_NOTE = (
-    "Not run: you ran this same block in turn {turn}, and its output (above) would not "
-    "change. If it shows the answer, set the answer now, as the guide shows. If not, "
-    "write different code."
+    "Not run: you ran this same block in turn {turn}, and its output would not change. "
+    "It was:\n{output}\nIf it shows the answer, set the answer now, as the guide shows. "
+    "If not, write different code."
 )
 
 ANSWER_INVALID_NOTE = (

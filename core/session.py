@@ -65,6 +65,8 @@ class Session:
     running: asyncio.Future[ExecResult] | None = None
     #: The last block that ran whole (its code, stripped) and its turn.
     last_block: tuple[str, int] | None = None
+    #: What that block's run showed the model.
+    last_output: str = ""
     #: The root prompt's profile in this loop ("full" or "compact").
     profile: str = "full"
 

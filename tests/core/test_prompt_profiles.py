@@ -78,9 +78,10 @@ def test_prose_after_code_is_shown_as_the_block_that_answers_it() -> None:
 
 def test_a_repeated_block_is_not_run_again_and_the_model_is_nudged() -> None:
     notes = _notes([SEARCH, SEARCH, "```python\nFINAL('Russet-Walrus')\n```"])
-    assert "[" in notes[0]  # the first search's output
+    [found] = re.findall(r"\[[\d, ]+\]", notes[0])  # the first search's output
     assert notes[1].count("Not run: you ran this same block in turn 1") == 1
     assert "set the answer now" in notes[1]
+    assert found in notes[1]  # shown again, next to the nudge
 
 
 FIRST_CODE = {

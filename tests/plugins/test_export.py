@@ -444,7 +444,9 @@ def test_a_compacted_turn_ends_the_conversation(tmp_path: Path) -> None:
         "```python\nFINAL('done')\n```",
     ]
     root = ScriptedModel(replies)
-    result = RLM(root.model, windows={root.model: 2_000}, log=log).completion(QUESTION, "x")
+    result = RLM(
+        root.model, windows={root.model: 2_000}, log=log, prompt_profile="full"
+    ).completion(QUESTION, "x")
     assert result.answer == "done"
     assert "Turns compacted" in message_text(root.calls[2][-1])
     records = sft_records(log)

@@ -53,7 +53,7 @@ def test_the_demo_with_a_sub_model_on_a_server(
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "The root here is a scripted strategy" in out
-    assert "no code-writing model runs offline" in out
+    assert "The root here is a scripted strategy" in out and "--root local" in out
     assert "skipping backend nonexistent: unavailable: not registered" in err
     rows = [line for line in out.splitlines() if "strategy:filter-map" in line]
     assert [row.split()[1] for row in rows] == FAST
@@ -83,9 +83,9 @@ def fake_llama(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[LocalMod
     started: list[LocalModelServer] = []
 
     class FakeLlama(LocalModelServer):
-        def __init__(self, model_path: Any = None, **kw: Any) -> None:
+        def __init__(self, model_path: Any = None, root_path: Any = None, **kw: Any) -> None:
             command = [sys.executable, "-m", "polyrlm.testing.fake_server", "--port", "{port}"]
-            super().__init__(tmp_path / "tiny-model.gguf", command=command)
+            super().__init__(tmp_path / "tiny-model.gguf", command=command, root_path=root_path)
             started.append(self)
 
     monkeypatch.setattr("polyrlm.plugins.demo.local_model.LocalModelServer", FakeLlama)
@@ -105,6 +105,31 @@ def test_the_demo_starts_and_stops_its_local_server(
     assert all(c.response.startswith("echo: ") for c in calls)  # the server's own replies
     data = json.loads((tmp_path / "demo.json").read_text())
     assert data["local_model"] == str(tmp_path / "tiny-model.gguf")
+
+
+def test_root_local_has_the_served_root_write_the_code(
+    tmp_path: Path,
+    fake_llama: list[LocalModelServer],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The wiring only (the fake server echoes, it writes no code): the real
+    # model's run is the localmodel test below.
+    coder = tmp_path / "coder.gguf"
+    monkeypatch.setattr("polyrlm.plugins.demo.root_model.root_model_path", lambda: coder)
+    argv = ["demo", "--root", "local", "--sizes", "2k", "--backends", "python-inline"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "The root is a real model: Qwen2.5-Coder-1.5B-Instruct" in out
+    assert "root: openai/coder, sub-model: openai/tiny-model" in out
+    data = json.loads((tmp_path / "demo.json").read_text())
+    assert (data["root"], data["root_model"]) == ("openai/coder", str(coder))
+    [run] = data["runs"]
+    assert run["method"] == "rlm" and run["iterations"] > 1
+    events = read_trajectory(tmp_path / "trajectories" / "sniah-2000-python-inline.jsonl")
+    roots = [e for e in events if isinstance(e, ModelCalled) and e.role == Role.ROOT]
+    assert roots and all(e.model == "openai/coder" and e.response for e in roots)
+    assert fake_llama[0].pid is None  # stopped
 
 
 def test_ctrl_c_stops_the_local_server(
