@@ -38,12 +38,14 @@ from polyrlm.parsing import (
 )
 from polyrlm.pipeline import Pipeline
 from polyrlm.prompts import (
+    COMPACT_OUTPUT_NOTE,
     COMPACT_PROSE_ANSWER_CHARS,
     COMPACT_REPEAT_OUTPUT_CHARS,
     FALLBACK_PROMPT,
     NO_CODE_COMPACT_PROMPT,
     NO_CODE_FIRST_COMPACT_PROMPT,
     NO_CODE_PROMPT,
+    NO_CODE_QUESTION_COMPACT_PROMPT,
     REPEATED_BLOCK_COMPACT_NOTE,
     REPEATED_BLOCK_NOTE,
     RUN_CODE_TOOL,
@@ -87,10 +89,17 @@ def _no_cut(text: str) -> int | None:
 def _repeated_note(s: Session) -> str:
     """What a repeated block gets instead of its output (see ``Tree._repeats``)."""
     assert s.last_block is not None
+    s.repeated = True
     if s.profile != "compact":
         return REPEATED_BLOCK_NOTE.format(turn=s.last_block[1])
     shown = s.last_output[:COMPACT_REPEAT_OUTPUT_CHARS]
     return REPEATED_BLOCK_COMPACT_NOTE.format(turn=s.last_block[1], output=shown)
+
+
+def _from_question(said: str, question: str) -> bool:
+    """Whether prose only repeats words of the question (quotes and case aside)."""
+    bare = said.strip().strip("\"'`.,:;!?").strip().lower()
+    return bool(bare) and bare in question.lower()
 
 
 def _no_code_note(s: Session, text: str) -> str:
@@ -101,6 +110,8 @@ def _no_code_note(s: Session, text: str) -> str:
     if s.profile == "compact" and s.last_block is None:
         return NO_CODE_FIRST_COMPACT_PROMPT.format(tag=tag)
     short = 0 < len(said) <= COMPACT_PROSE_ANSWER_CHARS and "\n" not in said
+    if s.profile == "compact" and short and _from_question(said, s.question):
+        return NO_CODE_QUESTION_COMPACT_PROMPT.format(tag=tag, said=json.dumps(said))
     code = env.answer_code(said) if s.profile == "compact" and short else None
     if code is None:
         return NO_CODE_PROMPT.format(tags=" or ".join(env.fence_tags), tag=tag)
@@ -218,6 +229,7 @@ class Tree:
     async def _turns(self, s: Session, question: str) -> tuple[Outcome, int]:
         budget = self.settings.budget
         s.profile = chosen_profile(self.settings.prompt_profile, self.broker.window(self._model(s)))
+        s.question = question
         messages, s.tools = await in_thread(
             opening,
             self.settings,
@@ -346,7 +358,7 @@ class Tree:
             s.last_block = (code.strip(), iteration)
             answered, note = s.answers.take(result, s.subcalls.exec_id)
             shown = observation(result, self.settings.budget.max_output_chars)
-            s.last_output = shown
+            s.last_output, s.repeated = shown, False
             results.append(tool_result(call, f"{shown}\n{note}" if note else shown))
             if answered:
                 return "", result, results
@@ -406,11 +418,13 @@ class Tree:
             s.last_block = (block.code.strip(), iteration)
             answered, note = s.answers.take(result, s.subcalls.exec_id)
             shown = observation(result, self.settings.budget.max_output_chars)
-            s.last_output = shown
+            s.last_output, s.repeated = shown, False
             shown = f"{shown}\n{piped}" if piped else shown
             parts.append(head + (f"{shown}\n{note}" if note else shown))
             if answered:
                 return "\n\n".join(parts), result, []
             if self.ledger.exhausted is not None:
                 break
+        if s.profile == "compact" and not s.repeated:
+            parts.append(COMPACT_OUTPUT_NOTE)
         return "\n\n".join(notes + parts), None, []

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ANSWER_INVALID_NOTE",
     "ANSWER_STILL_INVALID_NOTE",
+    "COMPACT_OUTPUT_NOTE",
     "COMPACT_PROSE_ANSWER_CHARS",
     "COMPACT_REPEAT_OUTPUT_CHARS",
     "COMPACT_WINDOW_TOKENS",
@@ -21,6 +22,7 @@ __all__ = [
     "NO_CODE_COMPACT_PROMPT",
     "NO_CODE_FIRST_COMPACT_PROMPT",
     "NO_CODE_PROMPT",
+    "NO_CODE_QUESTION_COMPACT_PROMPT",
     "PROMPT_PROFILES",
     "REPEATED_BLOCK_COMPACT_NOTE",
     "REPEATED_BLOCK_NOTE",
@@ -191,6 +193,14 @@ NO_CODE_FIRST_COMPACT_PROMPT = (
     "Nothing ran: your reply has no ```{tag} block, and the input has not been searched yet. "
     "Reply with a ```{tag} block that searches it."
 )
+#: NO_CODE_PROMPT in the compact profile for prose that only repeats words of the
+#: question (a small model often names the thing asked about as its answer).
+NO_CODE_QUESTION_COMPACT_PROMPT = (
+    "Nothing ran: {said} is part of the question, not its answer. Reply with a ```{tag} "
+    "block that searches the input for it and prints what the text says about it."
+)
+#: Added after a block's output in the compact profile, where a small model reads it.
+COMPACT_OUTPUT_NOTE = "If this output answers the question, set the answer now."
 #: Replies of at most this many characters (and one line) get NO_CODE_COMPACT_PROMPT.
 COMPACT_PROSE_ANSWER_CHARS = 200
 #: Characters of a repeated block's earlier output that REPEATED_BLOCK_COMPACT_NOTE shows.

@@ -72,7 +72,7 @@ Print the text around each place a word occurs (put the word in place of WORD):
 ```python
 import re
 for m in list(re.finditer(re.escape("WORD"), context, re.IGNORECASE))[:3]:
-    print(context[max(0, m.start() - 300):m.end() + 300])
+    print(context[max(0, m.start() - 100):m.end() + 200])
 ```
 """
 

@@ -11,14 +11,17 @@ import pytest
 from polyrlm import RLM
 from polyrlm.errors import ConfigError
 from polyrlm.prompts import (
+    COMPACT_OUTPUT_NOTE,
     COMPACT_WINDOW_TOKENS,
     NO_CODE_FIRST_COMPACT_PROMPT,
+    NO_CODE_QUESTION_COMPACT_PROMPT,
     chosen_profile,
 )
 from polyrlm.testing.scripted import ScriptedModel, word_tokens
 
 CONTEXT = "filler line\n" * 2_000 + "The access code is Russet-Walrus.\n" + "more filler\n" * 2_000
 SEARCH = "```python\nimport re\nprint([m.start() for m in re.finditer('code', context)])\n```"
+FINISH = "```python\nFINAL('Russet-Walrus')\n```"
 
 
 @pytest.mark.parametrize(
@@ -76,12 +79,28 @@ def test_prose_after_code_is_shown_as_the_block_that_answers_it() -> None:
     assert "Nothing ran" in notes[1]
 
 
+def test_prose_that_only_repeats_the_question_is_not_offered_as_the_answer() -> None:
+    notes = _notes([SEARCH, '"Access Code."', FINISH])
+    assert notes[1] == NO_CODE_QUESTION_COMPACT_PROMPT.format(
+        tag="python", said='"\\"Access Code.\\""'
+    )
+    assert "FINAL(" not in notes[1]
+
+
+def test_each_output_ends_with_the_nudge_in_the_compact_profile_only() -> None:
+    assert _notes([SEARCH, FINISH])[0].endswith("\n" + COMPACT_OUTPUT_NOTE)
+    root = ScriptedModel([SEARCH, FINISH])
+    RLM(root.model, prompt_profile="full").completion("What is the access code?", CONTEXT)
+    assert COMPACT_OUTPUT_NOTE not in root.calls[1][-1]["content"]
+
+
 def test_a_repeated_block_is_not_run_again_and_the_model_is_nudged() -> None:
     notes = _notes([SEARCH, SEARCH, "```python\nFINAL('Russet-Walrus')\n```"])
     [found] = re.findall(r"\[[\d, ]+\]", notes[0])  # the first search's output
     assert notes[1].count("Not run: you ran this same block in turn 1") == 1
     assert "set the answer now" in notes[1]
     assert found in notes[1]  # shown again, next to the nudge
+    assert COMPACT_OUTPUT_NOTE not in notes[1]
 
 
 FIRST_CODE = {
