@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from polyrlm.budget import Budget
+from polyrlm import Budget
 from polyrlm.cli import main
 from polyrlm.events import CodeExecuted, ModelCalled
 from polyrlm.records import Role
