@@ -7,7 +7,6 @@ broker shared by the root loop and every child loop under it.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -39,18 +38,12 @@ from polyrlm.parsing import (
 from polyrlm.pipeline import Pipeline
 from polyrlm.prompts import (
     COMPACT_OUTPUT_NOTE,
-    COMPACT_PROSE_ANSWER_CHARS,
-    COMPACT_REPEAT_OUTPUT_CHARS,
     FALLBACK_PROMPT,
-    NO_CODE_COMPACT_PROMPT,
-    NO_CODE_FIRST_COMPACT_PROMPT,
-    NO_CODE_PROMPT,
-    NO_CODE_QUESTION_COMPACT_PROMPT,
-    REPEATED_BLOCK_COMPACT_NOTE,
-    REPEATED_BLOCK_NOTE,
     RUN_CODE_TOOL,
     XML_CALL_NOTE,
     chosen_profile,
+    no_code_note,
+    repeated_note,
 )
 from polyrlm.provider import Reply
 from polyrlm.recording import context_record
@@ -89,33 +82,7 @@ def _no_cut(text: str) -> int | None:
 def _repeated_note(s: Session) -> str:
     """What a repeated block gets instead of its output (see ``Tree._repeats``)."""
     assert s.last_block is not None
-    s.repeated = True
-    if s.profile != "compact":
-        return REPEATED_BLOCK_NOTE.format(turn=s.last_block[1])
-    shown = s.last_output[:COMPACT_REPEAT_OUTPUT_CHARS]
-    return REPEATED_BLOCK_COMPACT_NOTE.format(turn=s.last_block[1], output=shown)
-
-
-def _from_question(said: str, question: str) -> bool:
-    """Whether prose only repeats words of the question (quotes and case aside)."""
-    bare = said.strip().strip("\"'`.,:;!?").strip().lower()
-    return bool(bare) and bare in question.lower()
-
-
-def _no_code_note(s: Session, text: str) -> str:
-    """What a reply without runnable code gets; in the compact profile a short
-    line of prose is shown as the code that would answer it."""
-    env, said = s.env, text.strip()
-    tag = env.fence_tags[0]
-    if s.profile == "compact" and s.last_block is None:
-        return NO_CODE_FIRST_COMPACT_PROMPT.format(tag=tag)
-    short = 0 < len(said) <= COMPACT_PROSE_ANSWER_CHARS and "\n" not in said
-    if s.profile == "compact" and short and _from_question(said, s.question):
-        return NO_CODE_QUESTION_COMPACT_PROMPT.format(tag=tag, said=json.dumps(said))
-    code = env.answer_code(said) if s.profile == "compact" and short else None
-    if code is None:
-        return NO_CODE_PROMPT.format(tags=" or ".join(env.fence_tags), tag=tag)
-    return NO_CODE_COMPACT_PROMPT.format(tag=tag, said=json.dumps(said), code=code)
+    return repeated_note(s.profile, s.last_block[1], s.last_output)
 
 
 class Tree:
@@ -358,7 +325,7 @@ class Tree:
             s.last_block = (code.strip(), iteration)
             answered, note = s.answers.take(result, s.subcalls.exec_id)
             shown = observation(result, self.settings.budget.max_output_chars)
-            s.last_output, s.repeated = shown, False
+            s.last_output = shown
             results.append(tool_result(call, f"{shown}\n{note}" if note else shown))
             if answered:
                 return "", result, results
@@ -400,16 +367,18 @@ class Tree:
                 or_tool = f" or call the {RUN_CODE_TOOL} tool" if s.tools else ""
                 notes.append(XML_CALL_NOTE.format(tag=env.fence_tags[0], or_tool=or_tool))
         if not runnable:
-            notes.insert(0, _no_code_note(s, reply.text))
+            notes.insert(
+                0, no_code_note(s.profile, env, reply.text, s.question, s.last_block is not None)
+            )
             return "\n".join(notes), None, []
-        parts = []
+        parts, ran = [], False
         for number, block in enumerate(runnable, 1):
             head = f"[block {number} of {len(runnable)}]\n" if len(runnable) > 1 else ""
             followed = number == 1 and pipeline is not None and bool(block.tag)
             if self._repeats(s, block.code, pipeline if followed else None):
                 parts.append(head + _repeated_note(s))
                 continue
-            piped = ""
+            piped, ran = "", True
             if followed:  # what the stream followed
                 assert pipeline is not None
                 result, piped = await pipeline.finish(block.code)
@@ -418,13 +387,13 @@ class Tree:
             s.last_block = (block.code.strip(), iteration)
             answered, note = s.answers.take(result, s.subcalls.exec_id)
             shown = observation(result, self.settings.budget.max_output_chars)
-            s.last_output, s.repeated = shown, False
+            s.last_output = shown
             shown = f"{shown}\n{piped}" if piped else shown
             parts.append(head + (f"{shown}\n{note}" if note else shown))
             if answered:
                 return "\n\n".join(parts), result, []
             if self.ledger.exhausted is not None:
                 break
-        if s.profile == "compact" and not s.repeated:
+        if s.profile == "compact" and ran:
             parts.append(COMPACT_OUTPUT_NOTE)
         return "\n\n".join(notes + parts), None, []

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from polyrlm.answers import AnswerType
+    from polyrlm.environment import Environment
     from polyrlm.tools import Tool
 
 __all__ = [
@@ -33,8 +34,10 @@ __all__ = [
     "first_user_message",
     "json_answer_guide",
     "json_tools_guide",
+    "no_code_note",
     "python_answer_guide",
     "python_tools_guide",
+    "repeated_note",
     "run_code_tool",
     "system_prompt",
 ]
@@ -274,3 +277,35 @@ def python_tools_guide(tools: Sequence[Tool]) -> str:
         "is a dict). A failed call raises SubCallError.\n"
         f"```python\n{listed}\n```\n"
     )
+
+
+def repeated_note(profile: str, turn: int, output: str) -> str:
+    """What a block identical to the one run in ``turn`` gets instead of running;
+    the compact profile shows that ``output`` again."""
+    if profile != "compact":
+        return REPEATED_BLOCK_NOTE.format(turn=turn)
+    shown = output[:COMPACT_REPEAT_OUTPUT_CHARS]
+    return REPEATED_BLOCK_COMPACT_NOTE.format(turn=turn, output=shown)
+
+
+def _from_question(said: str, question: str) -> bool:
+    """Whether prose only repeats words of the question (quotes and case aside)."""
+    bare = said.strip().strip("\"'`.,:;!?").strip().lower()
+    return bool(bare) and bare in question.lower()
+
+
+def no_code_note(profile: str, env: Environment, text: str, question: str, code_ran: bool) -> str:
+    """What a reply without runnable code gets; in the compact profile a short
+    line of prose is shown as the code that would answer it."""
+    said, tag = text.strip(), env.fence_tags[0]
+    if profile != "compact":
+        return NO_CODE_PROMPT.format(tags=" or ".join(env.fence_tags), tag=tag)
+    if not code_ran:
+        return NO_CODE_FIRST_COMPACT_PROMPT.format(tag=tag)
+    short = 0 < len(said) <= COMPACT_PROSE_ANSWER_CHARS and "\n" not in said
+    if short and _from_question(said, question):
+        return NO_CODE_QUESTION_COMPACT_PROMPT.format(tag=tag, said=json.dumps(said))
+    code = env.answer_code(said) if short else None
+    if code is None:
+        return NO_CODE_PROMPT.format(tags=" or ".join(env.fence_tags), tag=tag)
+    return NO_CODE_COMPACT_PROMPT.format(tag=tag, said=json.dumps(said), code=code)

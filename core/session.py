@@ -67,8 +67,6 @@ class Session:
     last_block: tuple[str, int] | None = None
     #: What that block's run showed the model.
     last_output: str = ""
-    #: Whether the last reply repeated that block (nothing ran since).
-    repeated: bool = False
     #: The question this loop answers.
     question: str = ""
     #: The root prompt's profile in this loop ("full" or "compact").
