@@ -368,7 +368,15 @@ class Tree:
                 notes.append(XML_CALL_NOTE.format(tag=env.fence_tags[0], or_tool=or_tool))
         if not runnable:
             notes.insert(
-                0, no_code_note(s.profile, env, reply.text, s.question, s.last_block is not None)
+                0,
+                no_code_note(
+                    s.profile,
+                    env.fence_tags,
+                    env.answer_code,
+                    reply.text,
+                    s.question,
+                    s.last_block is not None,
+                ),
             )
             return "\n".join(notes), None, []
         parts, ran = [], False

@@ -4,12 +4,11 @@ the context metadata. The context itself is never put in a prompt."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from polyrlm.answers import AnswerType
-    from polyrlm.environment import Environment
     from polyrlm.tools import Tool
 
 __all__ = [
@@ -294,18 +293,26 @@ def _from_question(said: str, question: str) -> bool:
     return bool(bare) and bare in question.lower()
 
 
-def no_code_note(profile: str, env: Environment, text: str, question: str, code_ran: bool) -> str:
-    """What a reply without runnable code gets; in the compact profile a short
-    line of prose is shown as the code that would answer it."""
-    said, tag = text.strip(), env.fence_tags[0]
+def no_code_note(
+    profile: str,
+    tags: Sequence[str],
+    answer_code: Callable[[str], str | None],
+    text: str,
+    question: str,
+    code_ran: bool,
+) -> str:
+    """What a reply without runnable code gets (``tags``: the environment's
+    fence tags); in the compact profile a short line of prose is shown as the
+    code that would answer it (``answer_code``: Environment.answer_code)."""
+    said, tag = text.strip(), tags[0]
     if profile != "compact":
-        return NO_CODE_PROMPT.format(tags=" or ".join(env.fence_tags), tag=tag)
+        return NO_CODE_PROMPT.format(tags=" or ".join(tags), tag=tag)
     if not code_ran:
         return NO_CODE_FIRST_COMPACT_PROMPT.format(tag=tag)
     short = 0 < len(said) <= COMPACT_PROSE_ANSWER_CHARS and "\n" not in said
     if short and _from_question(said, question):
         return NO_CODE_QUESTION_COMPACT_PROMPT.format(tag=tag, said=json.dumps(said))
-    code = env.answer_code(said) if short else None
+    code = answer_code(said) if short else None
     if code is None:
-        return NO_CODE_PROMPT.format(tags=" or ".join(env.fence_tags), tag=tag)
+        return NO_CODE_PROMPT.format(tags=" or ".join(tags), tag=tag)
     return NO_CODE_COMPACT_PROMPT.format(tag=tag, said=json.dumps(said), code=code)
